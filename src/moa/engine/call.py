@@ -1,0 +1,202 @@
+"""One agent's call: concurrency limit, per-attempt timeout, retries, streaming, accounting.
+
+A call never raises a provider error: it returns an :class:`AgentResult` whose
+``error`` says what went wrong after the last attempt, so a layer can go on
+with its other agents. Cancellation is the one thing that propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, field, replace
+
+from moa.engine.result import AgentResult, AgentRole
+from moa.engine.spec import Price, RetryPolicy
+from moa.errors import ProviderError, ProviderTimeoutError, RateLimitError
+from moa.providers.base import Provider
+from moa.types import CompletionRequest, GenerationParams, Message, Usage, estimate_tokens
+
+__all__ = ["AgentCall", "CallProgress", "backoff_delay", "call_agent", "stopped_result"]
+
+_LIMITERS: weakref.WeakKeyDictionary[Provider, weakref.WeakKeyDictionary[object, asyncio.Semaphore]]
+_LIMITERS = weakref.WeakKeyDictionary()
+
+
+def _limiter(provider: Provider) -> AbstractAsyncContextManager[object]:
+    """The provider's concurrency limit on the running event loop."""
+    if not provider.max_concurrency:
+        return nullcontext()
+    per_loop = _LIMITERS.setdefault(provider, weakref.WeakKeyDictionary())
+    loop = asyncio.get_running_loop()
+    semaphore = per_loop.get(loop)
+    if semaphore is None:
+        semaphore = per_loop[loop] = asyncio.Semaphore(provider.max_concurrency)
+    return semaphore
+
+
+def backoff_delay(policy: RetryPolicy, attempt: int, error: BaseException) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+    delay = min(policy.backoff_max, policy.backoff_initial * policy.multiplier ** (attempt - 1))
+    if policy.jitter:
+        delay = random.uniform(0, delay)
+    if isinstance(error, RateLimitError) and error.retry_after is not None:
+        delay = max(delay, min(error.retry_after, policy.backoff_max))
+    return delay
+
+
+@dataclass
+class CallProgress:
+    """What a running call has produced so far, readable by whoever may stop it."""
+
+    text: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    first_token: float | None = None
+    attempts: int = 0
+
+    @property
+    def so_far(self) -> str:
+        return "".join(self.text)
+
+
+@dataclass(frozen=True)
+class AgentCall:
+    """Everything needed to call one agent once (with retries)."""
+
+    provider: Provider
+    model_id: str
+    model: str
+    messages: tuple[Message, ...]
+    params: GenerationParams
+    label: str
+    layer: int
+    index: int
+    role: AgentRole
+    timeout: float
+    retry: RetryPolicy
+    price: Price | None = None
+    continue_final: bool = False
+    notes: tuple[str, ...] = ()
+
+
+async def call_agent(
+    call: AgentCall,
+    *,
+    on_delta: Callable[[str], None] | None = None,
+    progress: CallProgress | None = None,
+) -> AgentResult:
+    """Run ``call`` to completion or final failure; see the module docstring."""
+    progress = progress or CallProgress()
+    request = CompletionRequest(call.model, call.messages, call.params, call.continue_final)
+    last_error: BaseException | None = None
+    usage = Usage()
+    for attempt in range(1, call.retry.max_attempts + 1):
+        progress.attempts = attempt
+        progress.text.clear()
+        try:
+            async with _limiter(call.provider):
+                attempt_usage, finish = await asyncio.wait_for(
+                    _attempt(call, request, progress, on_delta), call.timeout
+                )
+            usage = usage + attempt_usage
+            return _result(call, progress, usage, finish_reason=finish)
+        except asyncio.TimeoutError as exc:
+            last_error = ProviderTimeoutError(
+                f"no answer within {call.timeout:g}s", provider=call.provider.name, model=call.model
+            )
+            last_error.__cause__ = exc
+        except ProviderError as exc:
+            last_error = exc
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an unexpected bug in a provider must not sink the layer
+            last_error = exc
+        # A failed attempt still cost its prompt (when anything was sent at all).
+        usage = usage + Usage(calls=1)
+        if progress.text or not _retryable(last_error) or attempt == call.retry.max_attempts:
+            break
+        await asyncio.sleep(backoff_delay(call.retry, attempt, last_error))
+    assert last_error is not None
+    return _result(call, progress, usage, error=last_error)
+
+
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, ProviderError) and error.retryable
+
+
+async def _attempt(
+    call: AgentCall,
+    request: CompletionRequest,
+    progress: CallProgress,
+    on_delta: Callable[[str], None] | None,
+) -> tuple[Usage, str | None]:
+    usage: Usage | None = None
+    finish: str | None = None
+    if on_delta is None and not call.continue_final:
+        completion = await call.provider.complete(request)
+        if completion.text:
+            progress.first_token = progress.first_token or time.perf_counter()
+        progress.text.append(completion.text)
+        usage, finish = completion.usage, completion.finish_reason
+    else:
+        async for chunk in call.provider.stream(request):
+            if chunk.text:
+                if progress.first_token is None:
+                    progress.first_token = time.perf_counter()
+                progress.text.append(chunk.text)
+                if on_delta is not None:
+                    on_delta(chunk.text)
+            usage = chunk.usage or usage
+            finish = chunk.finish_reason or finish
+    if usage is None:
+        usage = _estimated_usage(call.messages, progress.so_far)
+    return Usage(usage.prompt_tokens, usage.completion_tokens, max(usage.calls, 1)), finish
+
+
+def _estimated_usage(messages: Sequence[Message], text: str) -> Usage:
+    return Usage(sum(estimate_tokens(m.content) for m in messages), estimate_tokens(text), 1)
+
+
+def _result(
+    call: AgentCall,
+    progress: CallProgress,
+    usage: Usage,
+    *,
+    finish_reason: str | None = None,
+    error: BaseException | None = None,
+    partial: bool = False,
+) -> AgentResult:
+    now = time.perf_counter()
+    cost = call.price.cost(usage.prompt_tokens, usage.completion_tokens) if call.price else None
+    return AgentResult(
+        agent=call.label,
+        model=call.model_id,
+        layer=call.layer,
+        index=call.index,
+        role=call.role,
+        output=None if error is not None else progress.so_far,
+        error=None if error is None else f"{type(error).__name__}: {error}",
+        error_type=None if error is None else type(error).__name__,
+        usage=usage,
+        latency_s=now - progress.started,
+        ttft_s=None if progress.first_token is None else progress.first_token - progress.started,
+        attempts=progress.attempts,
+        finish_reason=finish_reason,
+        cost=cost,
+        partial=partial,
+        notes=call.notes,
+    )
+
+
+def stopped_result(call: AgentCall, progress: CallProgress, reason: str) -> AgentResult:
+    """The result of a call stopped on purpose; any text it wrote is kept, marked partial."""
+    text = progress.so_far
+    usage = _estimated_usage(call.messages, text) if progress.attempts else Usage()
+    result = _result(call, progress, usage, partial=True)
+    if text:
+        return replace(result, notes=(*call.notes, reason))
+    return replace(result, output=None, error=f"Stopped: {reason}", error_type="Stopped")

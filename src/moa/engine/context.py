@@ -1,0 +1,158 @@
+"""The state of one run and the two building blocks every strategy composes.
+
+:meth:`RunContext.run_layer` runs a layer of agents concurrently over the
+previous answers and enforces its quorum; :meth:`RunContext.aggregate` writes
+the final answer, streaming it. Both emit events as they happen and record
+every call, so a strategy only decides *what* to run, never how.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from moa.engine.call import AgentCall, CallProgress, call_agent
+from moa.engine.events import (
+    AgentDelta,
+    AgentDone,
+    AgentFailed,
+    Event,
+    LayerDone,
+    LayerStarted,
+    TextDelta,
+)
+from moa.engine.references import Reference, with_references
+from moa.engine.result import AgentResult, AgentRole, LayerResult
+from moa.engine.spec import AgentSpec, LayerSpec, MixtureSpec
+from moa.errors import AggregationError, QuorumError
+from moa.providers.registry import ProviderRegistry
+from moa.types import GenerationParams, Message
+
+__all__ = ["RunContext"]
+
+
+@dataclass
+class RunContext:
+    """One run of a mixture over one conversation."""
+
+    spec: MixtureSpec
+    providers: ProviderRegistry
+    messages: tuple[Message, ...]
+    emit: Callable[[Event], None]
+    request_params: GenerationParams = field(default_factory=GenerationParams)
+    """Per-request parameters: applied to the final answer; ``extra`` goes to every call."""
+    agent_deltas: bool = False
+    trace_id: str = ""
+    started: float = field(default_factory=time.perf_counter)
+    layers: list[LayerResult] = field(default_factory=list)
+    extra_calls: list[AgentResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    first_token: float | None = None
+
+    # -- building calls -------------------------------------------------------------------
+
+    def agent_call(
+        self,
+        agent: AgentSpec,
+        *,
+        layer: int,
+        index: int,
+        role: AgentRole,
+        references: Sequence[Reference] = (),
+        messages: Sequence[Message] | None = None,
+        final: bool = False,
+        instruction: str | None = None,
+    ) -> AgentCall:
+        """The call ``agent`` makes at this position, with ``references`` in its system message."""
+        provider, model = self.providers.resolve(agent.model)
+        params = self.spec.effective(agent)
+        if final:
+            params = params.merged(self.request_params)
+        elif self.request_params.extra:
+            params = params.merged(GenerationParams(extra=self.request_params.extra))
+        conversation = with_references(
+            self.messages if messages is None else messages,
+            references,
+            instruction=instruction or self.spec.instruction,
+            agent_system=self.spec.agent_system(agent),
+        )
+        return AgentCall(
+            provider=provider,
+            model_id=agent.model,
+            model=model,
+            messages=conversation,
+            params=params,
+            label=agent.label(layer, index),
+            layer=layer,
+            index=index,
+            role=role,
+            timeout=self.spec.agent_timeout(agent),
+            retry=self.spec.retry,
+            price=self.spec.prices.get(agent.model),
+        )
+
+    # -- the two building blocks ----------------------------------------------------------
+
+    async def run_layer(
+        self, layer: int, spec: LayerSpec, references: Sequence[Reference]
+    ) -> LayerResult:
+        """Run every agent of ``spec`` concurrently; raise :class:`QuorumError` below ``min_ok``."""
+        calls = [
+            self.agent_call(agent, layer=layer, index=i, role="proposer", references=references)
+            for i, agent in enumerate(spec.agents)
+        ]
+        self.emit(LayerStarted(layer, "proposer", tuple(c.label for c in calls)))
+        results = await asyncio.gather(*(self._run_agent(call) for call in calls))
+        result = LayerResult(layer, tuple(results), spec.min_ok)
+        self.layers.append(result)
+        self.emit(LayerDone(result))
+        if len(result.answers) < spec.min_ok:
+            raise QuorumError(layer, spec.min_ok, result.failures)
+        return result
+
+    async def _run_agent(self, call: AgentCall, progress: CallProgress | None = None) -> AgentResult:
+        on_delta = None
+        if self.agent_deltas:
+
+            def on_delta(text: str) -> None:
+                self.emit(AgentDelta(call.layer, call.index, call.label, text))
+
+        result = await call_agent(call, on_delta=on_delta, progress=progress)
+        self.record(result)
+        return result
+
+    def record(self, result: AgentResult) -> None:
+        """Announce a finished call (layers collect their own results)."""
+        self.emit(AgentDone(result) if result.ok else AgentFailed(result))
+
+    async def aggregate(
+        self,
+        references: Sequence[Reference],
+        agent: AgentSpec | None = None,
+        *,
+        layer: int | None = None,
+    ) -> AgentResult:
+        """Write the final answer from ``references``, streaming it as :class:`TextDelta` events."""
+        agent = agent or self.spec.aggregator
+        layer = layer if layer is not None else len(self.layers) + 1
+        call = self.agent_call(
+            agent, layer=layer, index=0, role="aggregator", references=references, final=True
+        )
+        self.emit(LayerStarted(layer, "aggregator", (call.label,)))
+        result = await call_agent(call, on_delta=self.final_delta)
+        self.record(result)
+        if not result.ok:
+            raise AggregationError(f"the aggregator {call.label} failed: {result.error}")
+        return result
+
+    def final_delta(self, text: str) -> None:
+        """Emit a piece of the final answer."""
+        if self.first_token is None:
+            self.first_token = time.perf_counter()
+        self.emit(TextDelta(text))
+
+    @staticmethod
+    def references_of(results: Sequence[AgentResult]) -> list[Reference]:
+        return [Reference(r.output or "", partial=r.partial) for r in results if r.ok]

@@ -1,0 +1,191 @@
+"""The Mixture: run a :class:`MixtureSpec` over a conversation.
+
+:meth:`Mixture.astream` is the one orchestration path; :meth:`Mixture.arun`
+consumes it, and :meth:`Mixture.run` / :meth:`Mixture.stream` are thin sync
+facades. A Mixture is also a :class:`~moa.providers.base.Provider` (see
+:class:`MixtureProvider`), so mixtures nest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+from moa.engine.context import RunContext
+from moa.engine.events import Done, Event, TextDelta
+from moa.engine.references import Reference
+from moa.engine.result import AgentResult, Result
+from moa.engine.spec import MixtureSpec
+from moa.errors import DeadlineExceededError
+from moa.providers.base import Provider
+from moa.providers.registry import ProviderRegistry
+from moa.types import (
+    Completion,
+    CompletionChunk,
+    CompletionRequest,
+    GenerationParams,
+    Message,
+    as_messages,
+)
+
+__all__ = ["Mixture", "MixtureProvider", "Prompt", "Strategy", "layered"]
+
+Prompt = str | Message | dict[str, Any] | list[Message] | list[dict[str, Any]] | tuple[Message, ...]
+Strategy = Callable[[RunContext], Awaitable[AgentResult]]
+"""Decides what runs: given a context, run layers and return the final aggregator's result."""
+
+_END = object()
+
+
+async def layered(ctx: RunContext) -> AgentResult:
+    """The paper's MoA: each layer sees every answer of the previous one; then aggregate."""
+    references: list[Reference] = []
+    for number, layer in enumerate(ctx.spec.layers, start=1):
+        result = await ctx.run_layer(number, layer, references)
+        references = ctx.references_of(result.agents)
+    return await ctx.aggregate(references)
+
+
+class Mixture:
+    """Layers of agents and an aggregator, bound to the providers that serve them."""
+
+    def __init__(
+        self,
+        spec: MixtureSpec,
+        providers: ProviderRegistry | None = None,
+        *,
+        strategy: Strategy | None = None,
+    ) -> None:
+        self.spec = spec
+        self.providers = providers or ProviderRegistry()
+        self.strategy: Strategy = strategy or layered
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def check(self) -> None:
+        """Resolve every model id now, so a missing key or model fails before any call."""
+        for model_id in self.spec.model_ids():
+            self.providers.resolve(model_id)
+
+    async def astream(
+        self,
+        prompt: Prompt,
+        *,
+        params: GenerationParams | None = None,
+        agent_deltas: bool = False,
+    ) -> AsyncIterator[Event]:
+        """Run the mixture, yielding events as they happen; the last one is :class:`Done`.
+
+        ``params`` apply to the final answer (its ``extra`` goes to every call);
+        ``agent_deltas`` also streams the intermediate agents' text.
+        """
+        messages = as_messages(prompt)
+        self.check()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        ctx = RunContext(
+            spec=self.spec,
+            providers=self.providers,
+            messages=messages,
+            emit=queue.put_nowait,
+            request_params=params or GenerationParams(),
+            agent_deltas=agent_deltas,
+            trace_id=uuid.uuid4().hex,
+        )
+        task = asyncio.create_task(self._execute(ctx))
+        task.add_done_callback(lambda _: queue.put_nowait(_END))
+        try:
+            while (item := await queue.get()) is not _END:
+                yield item  # type: ignore[misc]
+            yield Done(task.result())
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def _execute(self, ctx: RunContext) -> Result:
+        try:
+            final = await asyncio.wait_for(self.strategy(ctx), self.spec.deadline)
+        except asyncio.TimeoutError as exc:
+            raise DeadlineExceededError(
+                f"mixture {self.name!r} did not finish within its deadline of {self.spec.deadline}s"
+            ) from exc
+        return Result(
+            output=final.output or "",
+            layers=tuple(ctx.layers),
+            aggregator=final,
+            mixture=self.name,
+            trace_id=ctx.trace_id,
+            latency_s=time.perf_counter() - ctx.started,
+            ttft_s=None if ctx.first_token is None else ctx.first_token - ctx.started,
+            extra_calls=tuple(ctx.extra_calls),
+            notes=tuple(ctx.notes),
+        )
+
+    async def arun(self, prompt: Prompt, *, params: GenerationParams | None = None) -> Result:
+        """Run the mixture and return its :class:`Result`."""
+        async for event in self.astream(prompt, params=params):
+            if isinstance(event, Done):
+                return event.result
+        raise AssertionError("a run always ends with a Done event")  # pragma: no cover
+
+    def run(self, prompt: Prompt, *, params: GenerationParams | None = None) -> Result:
+        """Blocking :meth:`arun` (not from inside a running event loop)."""
+        return asyncio.run(self._arun_and_close(prompt, params))
+
+    async def _arun_and_close(self, prompt: Prompt, params: GenerationParams | None) -> Result:
+        try:
+            return await self.arun(prompt, params=params)
+        finally:
+            await self.providers.aclose()
+
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        params: GenerationParams | None = None,
+        agent_deltas: bool = False,
+    ) -> Iterator[Event]:
+        """Blocking :meth:`astream`: events as they happen, on a private event loop."""
+        loop = asyncio.new_event_loop()
+        events = self.astream(prompt, params=params, agent_deltas=agent_deltas)
+        try:
+            while True:
+                try:
+                    yield loop.run_until_complete(events.__anext__())
+                except StopAsyncIteration:
+                    break
+        finally:
+            loop.run_until_complete(events.aclose())
+            loop.run_until_complete(self.providers.aclose())
+            loop.close()
+
+    async def aclose(self) -> None:
+        await self.providers.aclose()
+
+    def as_provider(self, name: str | None = None) -> MixtureProvider:
+        return MixtureProvider(self, name or self.name)
+
+
+class MixtureProvider(Provider):
+    """A mixture used as a model: ``registry.add("moa", mixture.as_provider())``."""
+
+    def __init__(self, mixture: Mixture, name: str) -> None:
+        self.mixture = mixture
+        self.name = name
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[CompletionChunk]:
+        async for event in self.mixture.astream(request.messages, params=request.params):
+            if isinstance(event, TextDelta):
+                yield CompletionChunk(event.text)
+            elif isinstance(event, Done):
+                result = event.result
+                yield CompletionChunk("", result.usage, result.aggregator.finish_reason)
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        result = await self.mixture.arun(request.messages, params=request.params)
+        return Completion(result.output, result.usage, result.aggregator.finish_reason, self.name)

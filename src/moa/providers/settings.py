@@ -1,0 +1,48 @@
+"""User-facing settings of one provider (a block under ``providers:`` in a config file)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+__all__ = ["LocalSettings", "ProviderSettings"]
+
+
+class ProviderSettings(BaseModel):
+    """How to reach one provider. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["openai", "local"] = "openai"
+    """``openai``: any OpenAI-compatible HTTP endpoint; ``local``: in-process GGUF models."""
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    """The key itself; prefer ``api_key_env`` so that keys stay out of files."""
+    api_key_env: str | None = None
+    """The environment variable holding the key."""
+    requires_key: bool | None = None
+    """Whether a missing key is an error (default: yes for remote endpoints, no for local ones)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds a single HTTP request may take."""
+    supports_continue: bool = False
+    """The server can continue a final assistant message (vLLM, llama.cpp server)."""
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    """Extra JSON fields sent with every request to this provider."""
+
+
+class LocalSettings(BaseModel):
+    """How in-process local models share this machine's CPU."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    threads: int | None = Field(default=None, ge=1)
+    """Threads for one running model (default: all cores divided by ``parallel``)."""
+    parallel: int | None = Field(default=None, ge=1)
+    """How many local generations may run at once (default: 1 on up to four cores)."""
+    n_ctx: int = Field(default=4096, ge=256)
+    """Context window, in tokens, of each loaded model."""
+    model_dir: str | None = None
+    """Where assembled model files live (default: the user cache, or $MOA_MODEL_DIR)."""
