@@ -1,0 +1,1 @@
+"""The ``moa`` command line."""

@@ -1,0 +1,68 @@
+"""What every ``moa`` command shares: choosing a mixture and reporting errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from moa.config import DEFAULT_PRESET, MixtureConfig, load_config
+from moa.errors import ConfigError, MoAError
+
+__all__ = ["ConfigOption", "PresetOption", "choose_config", "err_console", "reporting_errors"]
+
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+PresetOption = Annotated[
+    str | None,
+    typer.Option("--preset", "-p", help="A shipped preset (see `moa models`). Default: local."),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="A YAML mixture config file (overrides --preset)."),
+]
+
+
+def choose_config(preset: str | None, config: Path | None) -> MixtureConfig:
+    """--config, else --preset, else $MOA_CONFIG, else the ``local`` preset."""
+    if config is not None:
+        return load_config(config)
+    return load_config(preset or os.environ.get("MOA_CONFIG") or DEFAULT_PRESET)
+
+
+@contextmanager
+def reporting_errors() -> Iterator[None]:
+    """Turn library errors into one clear line on stderr and a non-zero exit."""
+    try:
+        yield
+    except ConfigError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    except MoAError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt as exc:
+        err_console.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from exc
+
+
+def read_prompt(prompt: str) -> str:
+    """The prompt argument, or standard input when it is ``-``."""
+    if prompt == "-":
+        text = sys.stdin.read()
+        if not text.strip():
+            raise ConfigError("the prompt read from standard input is empty")
+        return text
+    return prompt
+
+
+def call(function: Callable[[], T]) -> T:
+    with reporting_errors():
+        return function()

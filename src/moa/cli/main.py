@@ -1,0 +1,56 @@
+"""The ``moa`` command: ``moa "question"`` runs the default mixture; subcommands do the rest."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from moa import __version__
+from moa.cli.run import chat, run
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="moa",
+    help=(
+        "Mixture-of-Agents: several LLMs answer in layers, an aggregator writes one answer.\n\n"
+        'moa "question" is short for moa run "question" (the local preset unless told otherwise).'
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("run")(run)
+app.command("chat")(chat)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"moa {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Mixture-of-Agents."""
+
+
+def _subcommands() -> set[str]:
+    names = {c.name for c in app.registered_commands if c.name}
+    names |= {g.name for g in app.registered_groups if g.name}
+    return names
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: insert ``run`` when the first argument is a prompt, not a command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and not args[0].startswith("-") and args[0] not in _subcommands():
+        args.insert(0, "run")
+    elif args and args[0] == "-":
+        args.insert(0, "run")
+    app(args=args, prog_name="moa")

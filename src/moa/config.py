@@ -1,0 +1,117 @@
+"""Config files and presets: YAML in, a ready :class:`~moa.engine.mixture.Mixture` out.
+
+A config file is a :class:`~moa.engine.spec.MixtureSpec` plus the ``providers:``
+and ``local:`` blocks that say how to reach the models. Validation is strict:
+an unknown or mistyped key is a :class:`~moa.errors.ConfigError` naming it.
+Presets are the same YAML files shipped as package data (``moa/presets``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+
+from moa.engine.mixture import Mixture
+from moa.engine.spec import MixtureSpec
+from moa.errors import ConfigError
+from moa.providers.registry import ProviderRegistry
+from moa.providers.settings import LocalSettings, ProviderSettings
+
+__all__ = [
+    "DEFAULT_PRESET",
+    "MixtureConfig",
+    "build_mixture",
+    "load_config",
+    "load_mixture",
+    "parse_config",
+    "preset_names",
+]
+
+DEFAULT_PRESET = "local"
+
+
+class MixtureConfig(MixtureSpec):
+    """A mixture plus how to reach its providers: the schema of a YAML config file."""
+
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    local: LocalSettings = Field(default_factory=LocalSettings)
+
+    def spec(self) -> MixtureSpec:
+        data = self.model_dump(exclude={"providers", "local"})
+        return MixtureSpec.model_validate(data)
+
+    def registry(self) -> ProviderRegistry:
+        return ProviderRegistry(self.providers, self.local)
+
+
+def _format_error(source: str, error: ValidationError) -> str:
+    lines = [f"invalid config {source}:"]
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling; see docs/configuration.md)"
+        lines.append(f"  {field}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Mapping[str, Any], source: str = "<dict>") -> MixtureConfig:
+    """Validate a config mapping; errors name every offending field."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"invalid config {source}: the top level must be a mapping")
+    try:
+        return MixtureConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_format_error(source, exc)) from exc
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped presets."""
+    folder = resources.files("moa").joinpath("presets")
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _preset_text(name: str) -> str | None:
+    entry = resources.files("moa").joinpath("presets", f"{name}.yaml")
+    return entry.read_text("utf-8") if entry.is_file() else None
+
+
+def load_config(source: str | Path) -> MixtureConfig:
+    """Load a config file by path, or a preset by name."""
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        text, origin = path.read_text("utf-8"), str(path)
+    else:
+        preset = _preset_text(str(source))
+        if preset is None:
+            raise ConfigError(
+                f"{str(source)!r} is neither a config file nor a preset; "
+                f"presets: {', '.join(preset_names())}"
+            )
+        text, origin = preset, f"preset {source!r}"
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {origin} is not valid YAML: {exc}") from exc
+    config = parse_config(data, origin)
+    if "name" not in config.model_fields_set:
+        name = path.stem if origin == str(path) else str(source)
+        config = config.model_copy(update={"name": name})
+    return config
+
+
+def build_mixture(config: MixtureConfig, providers: ProviderRegistry | None = None) -> Mixture:
+    """A mixture from a validated config (``providers`` replaces the config's registry)."""
+    return Mixture(config.spec(), providers or config.registry())
+
+
+def load_mixture(source: str | Path = DEFAULT_PRESET) -> Mixture:
+    """A mixture from a config file path or a preset name."""
+    return build_mixture(load_config(source))
