@@ -10,10 +10,11 @@ from moa.engine.events import (
     LayerStarted,
     TextDelta,
 )
-from moa.engine.mixture import Mixture, MixtureProvider, Strategy, layered
+from moa.engine.mixture import Mixture, MixtureProvider
 from moa.engine.references import Reference, default_instruction, with_references
 from moa.engine.result import AgentResult, LayerResult, Result
-from moa.engine.spec import AgentSpec, LayerSpec, MixtureSpec, Price, RetryPolicy
+from moa.engine.spec import AgentSpec, LayerSpec, MixtureSpec, Price, RetryPolicy, StrategySpec
+from moa.engine.strategy import Strategy, register_strategy, strategy_names
 
 __all__ = [
     "AgentDelta",
@@ -35,8 +36,10 @@ __all__ = [
     "Result",
     "RetryPolicy",
     "Strategy",
+    "StrategySpec",
     "TextDelta",
     "default_instruction",
-    "layered",
+    "register_strategy",
+    "strategy_names",
     "with_references",
 ]

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from moa.engine.context import RunContext
 from moa.engine.events import Done, Event, TextDelta
-from moa.engine.references import Reference
-from moa.engine.result import AgentResult, Result
+from moa.engine.result import Result
 from moa.engine.spec import MixtureSpec
+from moa.engine.strategy import Strategy, get_strategy
 from moa.errors import DeadlineExceededError
 from moa.providers.base import Provider
 from moa.providers.registry import ProviderRegistry
@@ -31,22 +31,16 @@ from moa.types import (
     as_messages,
 )
 
-__all__ = ["Mixture", "MixtureProvider", "Prompt", "Strategy", "layered"]
+__all__ = ["Mixture", "MixtureProvider", "Prompt"]
 
 Prompt = str | Message | dict[str, Any] | list[Message] | list[dict[str, Any]] | tuple[Message, ...]
-Strategy = Callable[[RunContext], Awaitable[AgentResult]]
-"""Decides what runs: given a context, run layers and return the final aggregator's result."""
 
 _END = object()
 
 
-async def layered(ctx: RunContext) -> AgentResult:
-    """The paper's MoA: each layer sees every answer of the previous one; then aggregate."""
-    references: list[Reference] = []
-    for number, layer in enumerate(ctx.spec.layers, start=1):
-        result = await ctx.run_layer(number, layer, references)
-        references = ctx.references_of(result.agents)
-    return await ctx.aggregate(references)
+def _strategy_of(spec: MixtureSpec) -> Strategy:
+    entry = get_strategy(spec.strategy.type)
+    return entry.build(spec.strategy.options())
 
 
 class Mixture:
@@ -61,7 +55,7 @@ class Mixture:
     ) -> None:
         self.spec = spec
         self.providers = providers or ProviderRegistry()
-        self.strategy: Strategy = strategy or layered
+        self.strategy: Strategy = strategy or _strategy_of(spec)
 
     @property
     def name(self) -> str:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from moa.types import GenerationParams
 
-__all__ = ["AgentSpec", "LayerSpec", "MixtureSpec", "Price", "RetryPolicy"]
+__all__ = ["AgentSpec", "LayerSpec", "MixtureSpec", "Price", "RetryPolicy", "StrategySpec"]
 
 
 class _Strict(BaseModel):
@@ -95,6 +95,20 @@ class Price(_Strict):
         return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
 
 
+class StrategySpec(BaseModel):
+    """``strategy:`` block: a registered strategy name and its options (validated by it)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str = "layered"
+
+    def options(self) -> BaseModel:
+        from moa.engine.strategy import get_strategy
+
+        entry = get_strategy(self.type)
+        return entry.options.model_validate(self.model_extra or {})
+
+
 class MixtureSpec(_Strict):
     """Layers of proposers/refiners, then one aggregator whose answer is the output.
 
@@ -116,6 +130,17 @@ class MixtureSpec(_Strict):
     """Replaces the shipped aggregate-and-synthesize instruction."""
     prices: dict[str, Price] = Field(default_factory=dict)
     """Price per model id, for cost accounting."""
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+    """How the layers are run (default ``layered``: the paper's MoA)."""
+
+    @field_validator("strategy", mode="after")
+    @classmethod
+    def _strategy_known(cls, value: StrategySpec) -> StrategySpec:
+        try:
+            value.options()
+        except KeyError as exc:
+            raise ValueError(str(exc.args[0])) from None
+        return value
 
     @model_validator(mode="before")
     @classmethod

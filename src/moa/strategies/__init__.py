@@ -1,0 +1,3 @@
+"""Built-in strategies; importing this package registers them."""
+
+from moa.strategies import layered as _layered  # noqa: F401
