@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -14,8 +14,10 @@ class ProviderSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["openai", "local"] = "openai"
-    """``openai``: any OpenAI-compatible HTTP endpoint; ``local``: in-process GGUF models."""
+    kind: str = "openai"
+    """``openai``: any OpenAI-compatible HTTP endpoint; ``local``: in-process GGUF models;
+    any other name registered with :func:`moa.providers.registry.register_kind` or through
+    the ``moa.providers`` entry-point group."""
     base_url: str | None = None
     api_key: SecretStr | None = None
     """The key itself; prefer ``api_key_env`` so that keys stay out of files."""
