@@ -71,6 +71,11 @@ class FakeProvider(Provider):
         else:
             self._scripts[model].extend(replies)
 
+    def script(self, model: str, replies: Reply | Iterable[Reply]) -> None:
+        """Replace the script of ``model``."""
+        self._scripts.pop(model, None)
+        self.enqueue(model, replies)
+
     def calls_for(self, model: str) -> list[CompletionRequest]:
         return [c for c in self.calls if c.model == model]
 

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moa import ConfigError, MissingAPIKeyError
+from moa.config import build_mixture, load_config, parse_config, preset_names
+
+ISSUE_SHAPE = """
+providers:
+  fake: {base_url: "http://127.0.0.1:8001/v1", api_key_env: FAKE_KEY}
+layers:
+  - [{model: "fake:a"}, {model: "fake:b", temperature: 0.2}, {model: "fake:c"}]
+  - [{model: "fake:a"}, {model: "fake:b"}, {model: "fake:c"}]
+aggregator: {model: "fake:agg", max_tokens: 512}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "mix.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_documented_shape_loads(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ISSUE_SHAPE))
+    assert config.name == "mix"
+    assert [len(layer.agents) for layer in config.layers] == [3, 3]
+    assert config.layers[0].agents[1].temperature == 0.2
+    assert config.aggregator.max_tokens == 512
+    assert config.providers["fake"].api_key_env == "FAKE_KEY"
+
+
+def test_missing_key_names_the_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FAKE_KEY", raising=False)
+    mixture = build_mixture(load_config(write(tmp_path, ISSUE_SHAPE)))
+    with pytest.raises(MissingAPIKeyError, match="FAKE_KEY"):
+        mixture.check()
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("aggregator: {model: 'fake:x', temprature: 0.1}", "aggregator.temprature"),
+        ("aggregator: {model: 'fake:x'}\nlayrs: []", "layrs"),
+        ("aggregator: {model: 'fake:x', temperature: 5}", "aggregator.temperature"),
+        ("aggregator: {model: 'no-provider'}", "aggregator.model"),
+        ("aggregator: {model: 'f:x'}\nlayers: [{agents: [{model: 'f:a'}], min_ok: 2}]", "layers.0"),
+        ("aggregator: {model: 'f:x'}\nproviders: {p: {base_ur: 'http://x'}}", "providers.p.base_ur"),
+        ("aggregator: {model: 'f:x'}\nlayers: [[{model: 'f:a', stop: 3}]]", "layers.0.agents.0.stop"),
+    ],
+)
+def test_invalid_config_names_the_field(tmp_path: Path, text: str, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert field in str(info.value)
+
+
+def test_missing_aggregator_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="aggregator"):
+        parse_config({"layers": []})
+
+
+def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "layers: [unclosed"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="neither a config file nor a preset"):
+        load_config("no-such-preset")
+
+
+def test_presets_load_and_have_the_expected_shapes() -> None:
+    assert {"local", "together-moa", "together-moa-lite"} <= set(preset_names())
+    local = load_config("local")
+    assert [a.model for a in local.layers[0].agents] == [
+        "local:qwen2.5-coder-1.5b",
+        "local:qwen2.5-coder-0.5b",
+        "local:smollm2-135m",
+    ]
+    assert local.aggregator.model == "local:qwen2.5-coder-1.5b"
+    moa = load_config("together-moa")
+    assert [len(layer.agents) for layer in moa.layers] == [6, 6]
+    lite = load_config("together-moa-lite")
+    assert [len(layer.agents) for layer in lite.layers] == [6]
+
+
+def test_instruction_override(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "instruction: Merge these.\naggregator: {model: 'f:x'}"))
+    assert config.spec().instruction == "Merge these."
