@@ -47,8 +47,14 @@ def test_missing_key_names_the_env_var(tmp_path: Path, monkeypatch: pytest.Monke
         ("aggregator: {model: 'fake:x', temperature: 5}", "aggregator.temperature"),
         ("aggregator: {model: 'no-provider'}", "aggregator.model"),
         ("aggregator: {model: 'f:x'}\nlayers: [{agents: [{model: 'f:a'}], min_ok: 2}]", "layers.0"),
-        ("aggregator: {model: 'f:x'}\nproviders: {p: {base_ur: 'http://x'}}", "providers.p.base_ur"),
-        ("aggregator: {model: 'f:x'}\nlayers: [[{model: 'f:a', stop: 3}]]", "layers.0.agents.0.stop"),
+        (
+            "aggregator: {model: 'f:x'}\nproviders: {p: {base_ur: 'http://x'}}",
+            "providers.p.base_ur",
+        ),
+        (
+            "aggregator: {model: 'f:x'}\nlayers: [[{model: 'f:a', stop: 3}]]",
+            "layers.0.agents.0.stop",
+        ),
     ],
 )
 def test_invalid_config_names_the_field(tmp_path: Path, text: str, field: str) -> None:

@@ -34,8 +34,8 @@ from moa.errors import (
     DeadlineExceededError,
     FeatureUnavailableError,
     MissingAPIKeyError,
-    ModelNotInstalledError,
     MoAError,
+    ModelNotInstalledError,
     ProviderConnectionError,
     ProviderError,
     ProviderStatusError,
@@ -46,7 +46,14 @@ from moa.errors import (
 from moa.providers.base import Provider
 from moa.providers.registry import ProviderRegistry
 from moa.providers.settings import LocalSettings, ProviderSettings
-from moa.types import Completion, CompletionChunk, CompletionRequest, GenerationParams, Message, Usage
+from moa.types import (
+    Completion,
+    CompletionChunk,
+    CompletionRequest,
+    GenerationParams,
+    Message,
+    Usage,
+)
 
 __version__ = "0.1.0"
 
@@ -73,10 +80,10 @@ __all__ = [
     "LocalSettings",
     "Message",
     "MissingAPIKeyError",
-    "MoAError",
     "Mixture",
     "MixtureProvider",
     "MixtureSpec",
+    "MoAError",
     "ModelNotInstalledError",
     "Price",
     "Provider",

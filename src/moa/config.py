@@ -77,7 +77,7 @@ def preset_names() -> list[str]:
 
 
 def _preset_text(name: str) -> str | None:
-    entry = resources.files("moa").joinpath("presets", f"{name}.yaml")
+    entry = resources.files("moa").joinpath(f"presets/{name}.yaml")
     return entry.read_text("utf-8") if entry.is_file() else None
 
 

@@ -71,7 +71,9 @@ def test_show_layers_prints_intermediate_answers(fake: FakeProvider, config: Pat
 
 
 def test_stdin_prompt_and_system(fake: FakeProvider, config: Path) -> None:
-    code, _, _ = invoke("run", "-", "--config", str(config), "--system", "Be brief.", stdin="from stdin\n")
+    code, _, _ = invoke(
+        "run", "-", "--config", str(config), "--system", "Be brief.", stdin="from stdin\n"
+    )
     assert code == 0
     first = fake.calls[0].messages
     assert first[0].content == "Be brief." and first[1].content == "from stdin\n"
@@ -81,7 +83,7 @@ def test_failures_are_shown(fake: FakeProvider, config: Path) -> None:
     from moa.errors import ProviderStatusError
 
     fake.script("b", ProviderStatusError("model overloaded", status_code=400))
-    code, out, err = invoke("run", "q", "--config", str(config), "--show-layers")
+    code, _, err = invoke("run", "q", "--config", str(config), "--show-layers")
     assert code == 0 and "FAILED" in err and "model overloaded" in err
 
 
@@ -102,14 +104,16 @@ def test_quorum_failure_exits_1(fake: FakeProvider, config: Path) -> None:
 
 
 def test_chat_keeps_history(fake: FakeProvider, config: Path) -> None:
-    code, out, _ = invoke("chat", "--config", str(config), stdin="first\nsecond\n/exit\n")
+    code, _, _ = invoke("chat", "--config", str(config), stdin="first\nsecond\n/exit\n")
     assert code == 0
     last = fake.calls_for("agg")[-1].messages
     assert [m.role for m in last[1:]] == ["user", "assistant", "user"]
     assert last[-1].content == "second"
 
 
-def test_bare_prompt_means_run(fake: FakeProvider, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bare_prompt_means_run(
+    fake: FakeProvider, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["a bare question", "--config", str(config)])
     assert exit_info.value.code == 0

@@ -102,7 +102,9 @@ async def test_failed_agent_is_recorded_and_the_layer_goes_on() -> None:
     result = events[-1].result  # type: ignore[union-attr]
     assert [a.ok for a in result.layers[0].agents] == [True, False, True]
     aggregator_system = fake.calls_for("agg")[0].messages[0].content
-    assert "Candidate answer 2" in aggregator_system and "Candidate answer 3" not in aggregator_system
+    assert (
+        "Candidate answer 2" in aggregator_system and "Candidate answer 3" not in aggregator_system
+    )
 
 
 async def test_quorum_not_met_names_every_failure() -> None:
@@ -191,7 +193,11 @@ async def test_stream_yields_typed_events_and_final_text_token_by_token() -> Non
     deltas = [e.text for e in events if isinstance(e, TextDelta)]
     assert len(deltas) == 5 and "".join(deltas) == "the final answer is here"
     starts = [e for e in events if isinstance(e, LayerStarted)]
-    assert [(s.layer, s.role) for s in starts] == [(1, "proposer"), (2, "proposer"), (3, "aggregator")]
+    assert [(s.layer, s.role) for s in starts] == [
+        (1, "proposer"),
+        (2, "proposer"),
+        (3, "aggregator"),
+    ]
     assert sum(isinstance(e, AgentDone) for e in events) == 7
     assert isinstance(events[-1], Done) and events[-1].result.ttft_s is not None
 
@@ -274,7 +280,10 @@ async def test_mixture_nests_as_a_provider() -> None:
     inner = mixture(THREE_BY_TWO, inner_fake)
     outer_fake = FakeProvider()
     registry = ProviderRegistry().add("fake", outer_fake).add("inner", inner.as_provider())
-    spec = {"layers": [[{"model": "inner:any"}, {"model": "fake:b"}]], "aggregator": {"model": "fake:agg"}}
+    spec = {
+        "layers": [[{"model": "inner:any"}, {"model": "fake:b"}]],
+        "aggregator": {"model": "fake:agg"},
+    }
     result = await Mixture(MixtureSpec.model_validate(spec), registry).arun("hi")
     assert result.layers[0].agents[0].output == "inner answer"
     assert result.layers[0].agents[0].usage.calls == 7

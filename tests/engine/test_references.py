@@ -25,9 +25,12 @@ def test_partial_references_are_marked() -> None:
     turns=st.lists(st.tuples(roles, texts), min_size=1, max_size=6),
     refs=st.lists(texts, max_size=5),
 )
-def test_conversation_is_preserved(system: str | None, turns: list[tuple[str, str]], refs: list[str]) -> None:
+def test_conversation_is_preserved(
+    system: str | None, turns: list[tuple[str, str]], refs: list[str]
+) -> None:
     messages = ([Message("system", system)] if system else []) + [
-        Message(role, content) for role, content in turns  # type: ignore[arg-type]
+        Message(role, content)
+        for role, content in turns  # type: ignore[arg-type]
     ]
     out = with_references(messages, [Reference(r) for r in refs], instruction="INSTR")
     # Every non-system message survives unchanged and in order.

@@ -49,8 +49,7 @@ def _subcommands() -> set[str]:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: insert ``run`` when the first argument is a prompt, not a command."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and not args[0].startswith("-") and args[0] not in _subcommands():
-        args.insert(0, "run")
-    elif args and args[0] == "-":
+    is_prompt = bool(args) and (args[0] == "-" or not args[0].startswith("-"))
+    if is_prompt and args[0] not in _subcommands():
         args.insert(0, "run")
     app(args=args, prog_name="moa")

@@ -50,9 +50,7 @@ class EventPrinter:
             label = "aggregator" if event.role == "aggregator" else f"layer {event.layer}"
             self.console.rule(f"{label}: {len(event.agents)} agent(s)")
         elif isinstance(event, AgentDone | AgentFailed) and self.show_layers:
-            if event.result.role == "proposer":
-                self.console.print(self._panel(event.result))
-            elif not event.result.ok:
+            if event.result.role == "proposer" or not event.result.ok:
                 self.console.print(self._panel(event.result))
         elif isinstance(event, Done):
             if self._answer_started:
@@ -77,5 +75,9 @@ class EventPrinter:
             if result.partial:
                 title += " (partial)"
             return Panel(body, title=title, subtitle=stats, border_style="cyan")
-        return Panel(Text(result.error or "failed", style="red"), title=title + " FAILED",
-                     subtitle=stats, border_style="red")
+        return Panel(
+            Text(result.error or "failed", style="red"),
+            title=title + " FAILED",
+            subtitle=stats,
+            border_style="red",
+        )

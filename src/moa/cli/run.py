@@ -87,5 +87,3 @@ def chat(
 
 def _conversation(system: str | None, messages: list[Message]) -> list[Message]:
     return ([Message("system", system)] if system else []) + messages
-
-

@@ -112,7 +112,9 @@ class RunContext:
             raise QuorumError(layer, spec.min_ok, result.failures)
         return result
 
-    async def _run_agent(self, call: AgentCall, progress: CallProgress | None = None) -> AgentResult:
+    async def _run_agent(
+        self, call: AgentCall, progress: CallProgress | None = None
+    ) -> AgentResult:
         on_delta = None
         if self.agent_deltas:
 

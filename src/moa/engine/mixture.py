@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
 from moa.engine.context import RunContext
@@ -72,7 +72,7 @@ class Mixture:
         *,
         params: GenerationParams | None = None,
         agent_deltas: bool = False,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Run the mixture, yielding events as they happen; the last one is :class:`Done`.
 
         ``params`` apply to the final answer (its ``extra`` goes to every call);

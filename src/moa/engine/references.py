@@ -30,8 +30,12 @@ def default_instruction() -> str:
 def render_references(references: Sequence[Reference], instruction: str) -> str:
     blocks = [instruction.strip()]
     for number, ref in enumerate(references, start=1):
-        tag = f"Candidate answer {number}" + (" (unfinished, still being written)" if ref.partial else "")
-        blocks.append(f"<<< {tag} >>>\n{ref.text.strip()}\n<<< end of candidate answer {number} >>>")
+        tag = f"Candidate answer {number}" + (
+            " (unfinished, still being written)" if ref.partial else ""
+        )
+        blocks.append(
+            f"<<< {tag} >>>\n{ref.text.strip()}\n<<< end of candidate answer {number} >>>"
+        )
     return "\n\n".join(blocks)
 
 

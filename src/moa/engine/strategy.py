@@ -76,9 +76,7 @@ def get_strategy(name: str) -> StrategyEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(
-            f"unknown strategy {name!r}; known: {', '.join(strategy_names())}"
-        ) from None
+        raise KeyError(f"unknown strategy {name!r}; known: {', '.join(strategy_names())}") from None
 
 
 def strategy_names() -> list[str]:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass
 
 from moa.providers.base import Provider
-from moa.types import Completion, CompletionChunk, CompletionRequest, Usage, estimate_tokens
+from moa.types import CompletionChunk, CompletionRequest, Usage, estimate_tokens
 
 __all__ = ["FakeProvider", "FunctionProvider", "Reply"]
 
@@ -157,5 +157,3 @@ def _split_tokens(text: str) -> list[str]:
     if current:
         pieces.append(current)
     return pieces
-
-
