@@ -135,12 +135,22 @@ class RunContext:
         agent: AgentSpec | None = None,
         *,
         layer: int | None = None,
+        instruction: str | None = None,
     ) -> AgentResult:
-        """Write the final answer from ``references``, streaming it as :class:`TextDelta` events."""
+        """Write the final answer from ``references``, streaming it as :class:`TextDelta` events.
+
+        ``instruction`` replaces the mixture's aggregate instruction for this call.
+        """
         agent = agent or self.spec.aggregator
         layer = layer if layer is not None else len(self.layers) + 1
         call = self.agent_call(
-            agent, layer=layer, index=0, role="aggregator", references=references, final=True
+            agent,
+            layer=layer,
+            index=0,
+            role="aggregator",
+            references=references,
+            final=True,
+            instruction=instruction,
         )
         self.emit(LayerStarted(layer, "aggregator", (call.label,)))
         result = await call_agent(call, on_delta=self.final_delta)
