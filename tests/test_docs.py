@@ -1,0 +1,27 @@
+"""The README's offline examples are executed, so they stay true to the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    commands = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)[:2]
+    assert "moa models pull local" in commands[0] and ".venv/bin/moa " in commands[0]
+    assert commands[1].strip() == ".venv/bin/python -m pytest"
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert ci.rstrip().endswith("exec " + commands[1].strip())
+
+
+@pytest.mark.parametrize("block", [b for b in python_blocks() if "moa.testing" in b])
+def test_offline_readme_example_runs(block: str) -> None:
+    exec(compile(block, str(README), "exec"), {})
