@@ -13,7 +13,16 @@ from moa.engine.events import (
 from moa.engine.mixture import Mixture, MixtureProvider
 from moa.engine.references import Reference, default_instruction, with_references
 from moa.engine.result import AgentResult, LayerResult, Result
-from moa.engine.spec import AgentSpec, LayerSpec, MixtureSpec, Price, RetryPolicy, StrategySpec
+from moa.engine.spec import (
+    AgentSpec,
+    EarlyExitSpec,
+    HedgeSpec,
+    LayerSpec,
+    MixtureSpec,
+    Price,
+    RetryPolicy,
+    StrategySpec,
+)
 from moa.engine.strategy import Strategy, register_strategy, strategy_names
 
 __all__ = [
@@ -23,7 +32,9 @@ __all__ = [
     "AgentResult",
     "AgentSpec",
     "Done",
+    "EarlyExitSpec",
     "Event",
+    "HedgeSpec",
     "LayerDone",
     "LayerResult",
     "LayerSpec",

@@ -16,12 +16,12 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 
 from moa.engine.result import AgentResult, AgentRole
-from moa.engine.spec import Price, RetryPolicy
+from moa.engine.spec import HedgeSpec, Price, RetryPolicy
 from moa.errors import ProviderError, ProviderTimeoutError, RateLimitError
 from moa.providers.base import Provider
 from moa.types import CompletionRequest, GenerationParams, Message, Usage, estimate_tokens
 
-__all__ = ["AgentCall", "CallProgress", "backoff_delay", "call_agent", "stopped_result"]
+__all__ = ["AgentCall", "CallProgress", "Hedge", "backoff_delay", "call_agent", "stopped_result"]
 
 _LIMITERS: weakref.WeakKeyDictionary[Provider, weakref.WeakKeyDictionary[object, asyncio.Semaphore]]
 _LIMITERS = weakref.WeakKeyDictionary()
@@ -81,6 +81,19 @@ class AgentCall:
     price: Price | None = None
     continue_final: bool = False
     notes: tuple[str, ...] = ()
+    deadline: float | None = None
+    """Seconds for the whole call, retries included; then it stops and keeps its text."""
+    hedge: Hedge | None = None
+    stream: bool = False
+    """Stream even with no listener, so that a call stopped early keeps what it wrote."""
+
+
+@dataclass(frozen=True)
+class Hedge:
+    """The backup call raced against a slow call (see :class:`~moa.engine.spec.HedgeSpec`)."""
+
+    backup: AgentCall
+    spec: HedgeSpec
 
 
 async def call_agent(
@@ -89,8 +102,21 @@ async def call_agent(
     on_delta: Callable[[str], None] | None = None,
     progress: CallProgress | None = None,
 ) -> AgentResult:
-    """Run ``call`` to completion or final failure; see the module docstring."""
+    """Run ``call`` to completion, final failure or its deadline; see the module docstring."""
     progress = progress or CallProgress()
+    if call.deadline is None:
+        return await _call_with_retries(call, on_delta, progress)
+    try:
+        return await asyncio.wait_for(
+            _call_with_retries(call, on_delta, progress), max(call.deadline, 0.0)
+        )
+    except asyncio.TimeoutError:
+        return stopped_result(call, progress, f"agent deadline of {call.deadline:g}s passed")
+
+
+async def _call_with_retries(
+    call: AgentCall, on_delta: Callable[[str], None] | None, progress: CallProgress
+) -> AgentResult:
     request = CompletionRequest(call.model, call.messages, call.params, call.continue_final)
     last_error: BaseException | None = None
     usage = Usage()
@@ -136,7 +162,8 @@ async def _attempt(
 ) -> tuple[Usage, str | None]:
     usage: Usage | None = None
     finish: str | None = None
-    if on_delta is None and not call.continue_final:
+    streamed = call.stream or call.continue_final or call.deadline is not None
+    if on_delta is None and not streamed:
         completion = await call.provider.complete(request)
         if completion.text:
             progress.first_token = progress.first_token or time.perf_counter()
@@ -192,11 +219,17 @@ def _result(
     )
 
 
-def stopped_result(call: AgentCall, progress: CallProgress, reason: str) -> AgentResult:
-    """The result of a call stopped on purpose; any text it wrote is kept, marked partial."""
+def stopped_result(
+    call: AgentCall, progress: CallProgress, reason: str, *, keep_text: bool = True
+) -> AgentResult:
+    """The result of a call stopped on purpose; any text it wrote is kept, marked partial.
+
+    With ``keep_text=False`` the call is reported as stopped with no answer,
+    though the tokens it wrote still count in its usage.
+    """
     text = progress.so_far
     usage = _estimated_usage(call.messages, text) if progress.attempts else Usage()
     result = _result(call, progress, usage, partial=True)
-    if text:
+    if text and keep_text:
         return replace(result, notes=(*call.notes, reason))
     return replace(result, output=None, error=f"Stopped: {reason}", error_type="Stopped")

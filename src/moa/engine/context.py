@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from moa.engine.call import AgentCall, CallProgress, call_agent
+from moa.engine.budget import LatencyHistory, Race, run_call
+from moa.engine.call import AgentCall, CallProgress, Hedge
 from moa.engine.events import (
     AgentDelta,
     AgentDone,
@@ -23,6 +24,7 @@ from moa.engine.events import (
     LayerStarted,
     TextDelta,
 )
+from moa.engine.quorum import gather_layer, needs_quorum
 from moa.engine.references import Reference, with_references
 from moa.engine.result import AgentResult, AgentRole, LayerResult
 from moa.engine.spec import AgentSpec, LayerSpec, MixtureSpec
@@ -50,6 +52,8 @@ class RunContext:
     extra_calls: list[AgentResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     first_token: float | None = None
+    latency: LatencyHistory = field(default_factory=LatencyHistory)
+    """Observed latencies per model, for hedging at a percentile (shared across runs)."""
 
     # -- building calls -------------------------------------------------------------------
 
@@ -65,7 +69,28 @@ class RunContext:
         final: bool = False,
         instruction: str | None = None,
     ) -> AgentCall:
-        """The call ``agent`` makes at this position, with ``references`` in its system message."""
+        """The call ``agent`` makes at this position, with ``references`` in its system message.
+
+        Its budget comes along: the agent's ``deadline`` and, with a ``hedge``,
+        the backup call to the hedge model (same conversation and parameters).
+        """
+        hedge = None
+        if agent.hedge is not None:
+            backup = agent.model_copy(
+                update={"model": agent.hedge.model, "hedge": None, "name": None}
+            )
+            backup_call = self.agent_call(
+                backup,
+                layer=layer,
+                index=index,
+                role=role,
+                references=references,
+                messages=messages,
+                final=final,
+                instruction=instruction,
+            )
+            label = f"{agent.label(layer, index)} (hedge {agent.hedge.model})"
+            hedge = Hedge(replace(backup_call, label=label), agent.hedge)
         provider, model = self.providers.resolve(agent.model)
         params = self.spec.effective(agent)
         if final:
@@ -91,6 +116,8 @@ class RunContext:
             timeout=self.spec.agent_timeout(agent),
             retry=self.spec.retry,
             price=self.spec.prices.get(agent.model),
+            deadline=self.spec.agent_deadline(agent),
+            hedge=hedge,
         )
 
     # -- the two building blocks ----------------------------------------------------------
@@ -104,8 +131,12 @@ class RunContext:
             for i, agent in enumerate(spec.agents)
         ]
         self.emit(LayerStarted(layer, "proposer", tuple(c.label for c in calls)))
-        results = await asyncio.gather(*(self._run_agent(call) for call in calls))
-        result = LayerResult(layer, tuple(results), spec.min_ok)
+        notes: tuple[str, ...] = ()
+        if needs_quorum(spec):
+            results, notes = await gather_layer(calls, spec, self._run_agent, self.record)
+        else:
+            results = await asyncio.gather(*(self._run_agent(call) for call in calls))
+        result = LayerResult(layer, tuple(results), spec.min_ok, notes)
         self.layers.append(result)
         self.emit(LayerDone(result))
         if len(result.answers) < spec.min_ok:
@@ -121,9 +152,32 @@ class RunContext:
             def on_delta(text: str) -> None:
                 self.emit(AgentDelta(call.layer, call.index, call.label, text))
 
-        result = await call_agent(call, on_delta=on_delta, progress=progress)
+        result = await self.call(call, on_delta=on_delta, progress=progress)
         self.record(result)
         return result
+
+    async def call(
+        self,
+        call: AgentCall,
+        *,
+        on_delta: Callable[[str], None] | None = None,
+        progress: CallProgress | None = None,
+        race: Race = "finish",
+    ) -> AgentResult:
+        """Run one call within its budget (deadline, hedge); a hedge's loser is recorded here."""
+        return await run_call(
+            call,
+            history=self.latency,
+            on_delta=on_delta,
+            progress=progress,
+            race=race,
+            on_extra=self.record_extra,
+        )
+
+    def record_extra(self, result: AgentResult) -> None:
+        """Keep a call made outside the layers and the final answer (it counts in the usage)."""
+        self.extra_calls.append(result)
+        self.record(result)
 
     def record(self, result: AgentResult) -> None:
         """Announce a finished call (layers collect their own results)."""
@@ -153,7 +207,8 @@ class RunContext:
             instruction=instruction,
         )
         self.emit(LayerStarted(layer, "aggregator", (call.label,)))
-        result = await call_agent(call, on_delta=self.final_delta)
+        # The streamed answer cannot be taken back, so a hedge here races to the first token.
+        result = await self.call(call, on_delta=self.final_delta, race="first_token")
         self.record(result)
         if not result.ok:
             raise AggregationError(f"the aggregator {call.label} failed: {result.error}")

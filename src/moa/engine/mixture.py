@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
+from moa.engine.budget import LatencyHistory
 from moa.engine.context import RunContext
 from moa.engine.events import Done, Event, TextDelta
 from moa.engine.result import Result
@@ -56,6 +57,8 @@ class Mixture:
         self.spec = spec
         self.providers = providers or ProviderRegistry()
         self.strategy: Strategy = strategy or _strategy_of(spec)
+        self.latency = LatencyHistory()
+        """Latencies observed over this mixture's runs (hedging at a percentile uses them)."""
 
     @property
     def name(self) -> str:
@@ -89,6 +92,7 @@ class Mixture:
             request_params=params or GenerationParams(),
             agent_deltas=agent_deltas,
             trace_id=uuid.uuid4().hex,
+            latency=self.latency,
         )
         task = asyncio.create_task(self._execute(ctx))
         task.add_done_callback(lambda _: queue.put_nowait(_END))

@@ -6,17 +6,48 @@ files, so every unknown or mistyped key is an error that names the field.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from moa.types import GenerationParams
 
-__all__ = ["AgentSpec", "LayerSpec", "MixtureSpec", "Price", "RetryPolicy", "StrategySpec"]
+__all__ = [
+    "AgentSpec",
+    "EarlyExitSpec",
+    "HedgeSpec",
+    "LayerSpec",
+    "MixtureSpec",
+    "Price",
+    "RetryPolicy",
+    "StrategySpec",
+]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HedgeSpec(_Strict):
+    """A duplicate request to a backup model when the agent's own call is slow.
+
+    The backup starts ``after`` seconds, or once the call has run longer than the
+    ``percentile`` of this model's observed latencies (after ``min_samples`` calls;
+    before that, ``after`` if given, else no hedge). The first call to finish wins
+    (for the streamed final answer: the first to write a token); the other is
+    stopped, and both count in the usage.
+    """
+
+    model: str = Field(min_length=3, pattern=r"^[^:\s]+:.+$")
+    after: float | None = Field(default=None, ge=0)
+    percentile: float | None = Field(default=None, gt=0, lt=100)
+    min_samples: int = Field(default=5, ge=1)
+
+    @model_validator(mode="after")
+    def _needs_a_trigger(self) -> HedgeSpec:
+        if self.after is None and self.percentile is None:
+            raise ValueError("a hedge needs 'after' (seconds) or 'percentile' (e.g. 90)")
+        return self
 
 
 class AgentSpec(_Strict):
@@ -33,6 +64,10 @@ class AgentSpec(_Strict):
     seed: int | None = None
     timeout: float | None = Field(default=None, gt=0)
     """Seconds one attempt of this agent's call may take."""
+    deadline: float | None = Field(default=None, gt=0)
+    """Seconds this agent's call may take in all, retries included; when they pass the call is
+    stopped and the text it wrote so far is used, marked partial."""
+    hedge: HedgeSpec | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
     """Provider-specific parameters passed through unchanged (e.g. ``repetition_penalty``)."""
 
@@ -56,10 +91,21 @@ class AgentSpec(_Strict):
 
 
 class LayerSpec(_Strict):
-    """Agents that run concurrently; ``min_ok`` of them must succeed."""
+    """Agents that run concurrently; ``min_ok`` of them must succeed.
+
+    ``quorum`` and ``deadline`` let the layer go on before every agent is done;
+    ``late`` says what becomes of the agents still running then.
+    """
 
     agents: list[AgentSpec] = Field(min_length=1)
     min_ok: int = Field(default=1, ge=1)
+    quorum: int | None = Field(default=None, ge=1)
+    """Go on as soon as this many agents have answered (k of n)."""
+    deadline: float | None = Field(default=None, gt=0)
+    """Seconds after which the layer goes on with the answers it has."""
+    late: Literal["cancel", "partial"] = "cancel"
+    """Agents still running at the quorum or deadline are stopped; ``partial`` keeps the text
+    they wrote so far as a reference marked unfinished, ``cancel`` drops it."""
 
     @model_validator(mode="before")
     @classmethod
@@ -71,6 +117,11 @@ class LayerSpec(_Strict):
         if self.min_ok > len(self.agents):
             raise ValueError(
                 f"min_ok={self.min_ok} is more than the layer's {len(self.agents)} agents"
+            )
+        if self.quorum is not None and not self.min_ok <= self.quorum <= len(self.agents):
+            raise ValueError(
+                f"quorum={self.quorum} must be between min_ok={self.min_ok} "
+                f"and the layer's {len(self.agents)} agents"
             )
         return self
 
@@ -93,6 +144,26 @@ class Price(_Strict):
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+
+
+class EarlyExitSpec(_Strict):
+    """Skip the remaining proposer layers once a layer's answers agree.
+
+    ``answer``: the final answers extracted from the texts (a boxed value, an
+    "answer:" line, else the last number) agree for at least ``threshold`` of
+    them (default 1.0: all). ``similarity``: the mean pairwise word-level
+    similarity of the texts is at least ``threshold`` (default 0.9).
+    """
+
+    method: Literal["answer", "similarity"] = "answer"
+    threshold: float | None = Field(default=None, gt=0, le=1)
+    min_answers: int = Field(default=2, ge=1)
+    """Fewer answers than this never count as agreement."""
+
+    def effective_threshold(self) -> float:
+        if self.threshold is not None:
+            return self.threshold
+        return 1.0 if self.method == "answer" else 0.9
 
 
 class StrategySpec(BaseModel):
@@ -132,6 +203,8 @@ class MixtureSpec(_Strict):
     """Price per model id, for cost accounting."""
     strategy: StrategySpec = Field(default_factory=StrategySpec)
     """How the layers are run (default ``layered``: the paper's MoA)."""
+    early_exit: EarlyExitSpec | None = None
+    """Skip the remaining proposer layers when a layer's answers agree."""
 
     @field_validator("strategy", mode="after")
     @classmethod
@@ -163,6 +236,11 @@ class MixtureSpec(_Strict):
             return self.defaults.timeout
         return self.timeout
 
+    def agent_deadline(self, agent: AgentSpec) -> float | None:
+        if agent.deadline is not None:
+            return agent.deadline
+        return self.defaults.deadline if self.defaults else None
+
     def agent_system(self, agent: AgentSpec) -> str | None:
         if agent.system is not None:
             return agent.system
@@ -171,8 +249,8 @@ class MixtureSpec(_Strict):
     def model_ids(self) -> list[str]:
         """Every distinct model id used, in order of first appearance."""
         seen: dict[str, None] = {}
-        for layer in self.layers:
-            for agent in layer.agents:
-                seen.setdefault(agent.model, None)
-        seen.setdefault(self.aggregator.model, None)
+        for agent in [*(a for layer in self.layers for a in layer.agents), self.aggregator]:
+            seen.setdefault(agent.model, None)
+            if agent.hedge is not None:
+                seen.setdefault(agent.hedge.model, None)
         return list(seen)
