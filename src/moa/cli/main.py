@@ -8,6 +8,7 @@ import typer
 
 from moa import __version__
 from moa.cli.run import chat, run
+from moa.cli.strategies import strategies
 
 __all__ = ["app", "main"]
 
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 app.command("run")(run)
 app.command("chat")(chat)
+app.command("strategies")(strategies)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from moa.strategies.answers import extract_answer
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("She pays 3 * $4 = $12.\n#### 12", "12"),
+        ("The answer is $1,250.", "1250"),
+        ("So x = \\boxed{42} and we check 42 - 1 = 41.", "42"),
+        ("First 5 + 5 = 10, then 10 * 2 = 20", "20"),
+        ("Final answer: 3.50 dollars", "3.5"),
+        ("Answer: -7", "-7"),
+        ("no numbers here", None),
+        ("", None),
+        ("The answer is 18.\n```python\nprint(18 + 1)\n```\nOutput: 19", "18"),
+    ],
+)
+def test_numbers(text: str, expected: str | None) -> None:
+    assert extract_answer(text, "number") == expected
+
+
+def test_choices_lines_and_patterns() -> None:
+    assert extract_answer("I think (C) because... The answer is B.", "choice") == "B"
+    assert extract_answer("reasoning\n  Paris. ", "last_line") == "paris"
+    assert extract_answer("Yes  Indeed.", "text") == "yes indeed"
+    assert extract_answer("val=3; val=9", pattern=r"val=(\d)") == "9"
+    assert extract_answer("nothing", pattern=r"val=(\d)") is None
