@@ -8,6 +8,7 @@ from moa.engine.context import RunContext
 from moa.engine.references import Reference
 from moa.engine.result import AgentResult
 from moa.engine.strategy import Strategy, register_strategy
+from moa.strategies.early_exit import exit_early
 
 __all__ = ["layered"]
 
@@ -17,6 +18,8 @@ async def layered(ctx: RunContext) -> AgentResult:
     for number, layer in enumerate(ctx.spec.layers, start=1):
         result = await ctx.run_layer(number, layer, references)
         references = ctx.references_of(result.agents)
+        if exit_early(ctx, result, remaining=len(ctx.spec.layers) - number):
+            break
     return await ctx.aggregate(references)
 
 
