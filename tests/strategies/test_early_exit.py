@@ -42,9 +42,8 @@ async def test_no_early_exit_without_the_config() -> None:
 
 
 async def test_similarity_method_exits_on_near_identical_texts() -> None:
-    fake = FakeProvider(
-        replies={"a": ["Paris is the capital of France.", "x"], "b": "paris is the capital of france"}
-    )
+    replies = {"a": ["Paris is the capital of France.", "x"], "b": "paris is the capital of france"}
+    fake = FakeProvider(replies=replies)
     result = await mixture({"method": "similarity", "threshold": 0.8}, fake).arun("capital?")
     assert len(result.layers) == 1
     assert "mean similarity" in result.notes[0]
