@@ -1,5 +1,6 @@
 """Built-in strategies; importing this package registers them."""
 
+from moa.strategies import chunked as _chunked  # noqa: F401
 from moa.strategies import critique as _critique  # noqa: F401
 from moa.strategies import layered as _layered  # noqa: F401
 from moa.strategies import rank as _rank  # noqa: F401
