@@ -8,6 +8,7 @@ import typer
 
 from moa import __version__
 from moa.cli.run import chat, run
+from moa.cli.serve import serve
 from moa.cli.strategies import strategies
 
 __all__ = ["app", "main"]
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 app.command("run")(run)
 app.command("chat")(chat)
+app.command("serve")(serve)
 app.command("strategies")(strategies)
 
 

@@ -1,0 +1,111 @@
+"""``moa serve``: the OpenAI-compatible server and its playground."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from moa.cli.common import err_console, reporting_errors
+from moa.errors import ConfigError
+
+__all__ = ["serve"]
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    config_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--config-dir",
+            envvar="MOA_CONFIG_DIR",
+            help="Serve every *.yaml mixture in this folder, named by name: or file stem.",
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    api_key_env: Annotated[
+        str,
+        typer.Option(
+            help="Environment variable with the accepted bearer key(s), comma-separated. "
+            "Unset: no authentication."
+        ),
+    ] = "MOA_API_KEYS",
+    presets: Annotated[
+        bool, typer.Option("--presets/--no-presets", help="Also serve the shipped presets.")
+    ] = True,
+    passthrough: Annotated[
+        bool,
+        typer.Option(
+            "--passthrough/--no-passthrough",
+            help="Answer a provider:model id that names no mixture with that model alone.",
+        ),
+    ] = True,
+    max_concurrency: Annotated[
+        int, typer.Option(min=1, help="Chat completions at once (per worker); more get 429.")
+    ] = 512,
+    max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body.")] = (
+        4 * 1024 * 1024
+    ),
+    max_messages: Annotated[int, typer.Option(min=1, help="Most messages in one request.")] = 1000,
+    deadline: Annotated[
+        float, typer.Option(min=0.001, help="Seconds one request may take (then 504).")
+    ] = 600.0,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    access_log: Annotated[
+        bool, typer.Option("--access-log/--no-access-log", help="Log every request line.")
+    ] = True,
+) -> None:
+    """Serve mixtures over the OpenAI Chat Completions API, with a playground at /."""
+    with reporting_errors():
+        try:
+            import uvicorn
+
+            from moa.server import ServerSettings, api_keys_from_env, create_app
+            from moa.server.app import SETTINGS_ENV
+        except ImportError as exc:
+            raise ConfigError(
+                "the server needs its extra: pip install 'mixture-of-agents[server]'"
+            ) from exc
+        keys = api_keys_from_env(api_key_env)
+        settings = ServerSettings(
+            config_dir=config_dir,
+            include_presets=presets,
+            allow_passthrough=passthrough,
+            api_keys=keys,
+            max_body_bytes=max_body_bytes,
+            max_messages=max_messages,
+            max_concurrent_requests=max_concurrency,
+            request_deadline=deadline,
+        )
+        app = create_app(settings)  # a broken config fails here, before the port is taken
+        names = app.state.catalog.names()
+        url = f"http://{host}:{port}"
+        err_console.print(
+            f"moa: serving {len(names)} mixture(s) ({', '.join(names)}) at {url}/v1; "
+            f"playground at {url}/",
+            highlight=False,
+        )
+        if not keys:
+            err_console.print(
+                f"[yellow]no API key required[/] (set {api_key_env} to require one)",
+                highlight=False,
+            )
+        target: object = app
+        if workers > 1:
+            # Workers import the app anew; the keys stay in their own variable.
+            public = settings.model_dump(mode="json", exclude={"api_keys"})
+            os.environ[SETTINGS_ENV] = json.dumps({**public, "api_key_env": api_key_env})
+            target = "moa.server.app:create_app_from_env"
+        uvicorn.run(
+            target,  # type: ignore[arg-type]
+            host=host,
+            port=port,
+            workers=workers,
+            factory=workers > 1,
+            log_level=log_level,
+            access_log=access_log,
+        )

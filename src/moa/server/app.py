@@ -1,0 +1,205 @@
+"""The OpenAI-compatible HTTP app: routes, error handlers, playground files.
+
+:func:`create_app` builds everything from :class:`ServerSettings`; tests and
+embedding applications hand over ready mixtures (``mixtures=``) and the
+registry that serves config files and pass-through ids (``providers=``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+from moa import __version__
+from moa.engine.mixture import Mixture
+from moa.providers.registry import ProviderRegistry
+from moa.server.catalog import MixtureCatalog
+from moa.server.completions import ChatRun, ChatStream, ClientGoneError, race
+from moa.server.errors import APIError
+from moa.server.limits import CHAT_PATH, RequestGuard
+from moa.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
+from moa.server.responses import completion_body
+from moa.server.schemas import parse_chat_request
+from moa.server.settings import DEFAULT_API_KEY_ENV, ServerSettings, api_keys_from_env
+from moa.server.streaming import ChunkEncoder
+
+__all__ = ["SETTINGS_ENV", "create_app", "create_app_from_env"]
+
+SETTINGS_ENV = "MOA_SERVER_SETTINGS"
+"""Environment variable through which ``moa serve --workers N`` hands settings to each worker."""
+
+_STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
+
+
+def create_app(
+    settings: ServerSettings | None = None,
+    *,
+    mixtures: dict[str, Mixture] | None = None,
+    providers: ProviderRegistry | None = None,
+) -> FastAPI:
+    """The server app. Config errors surface here, before it serves anything."""
+    settings = settings or ServerSettings()
+    catalog = MixtureCatalog.load(
+        config_dir=settings.config_dir,
+        include_presets=settings.include_presets,
+        mixtures=mixtures,
+        providers=providers,
+        allow_passthrough=settings.allow_passthrough,
+    )
+    metrics = ServerMetrics()
+    static = _static_files()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await catalog.aclose()
+
+    app = FastAPI(
+        title="moa: Mixture-of-Agents, OpenAI-compatible",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.catalog = catalog
+    app.state.metrics = metrics
+    app.state.settings = settings
+    _add_error_handlers(app, metrics)
+
+    @app.post(CHAT_PATH, response_model=None)
+    async def chat_completions(request: Request) -> Response:
+        chat = parse_chat_request(await request.body(), max_messages=settings.max_messages)
+        mixture = catalog.get(chat.model)
+        label = chat.model if chat.model in catalog else "passthrough"
+        run = ChatRun(mixture, chat, metrics, label)
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        headers = {"x-request-id": completion_id}
+        if chat.stream:
+            encoder = ChunkEncoder(
+                completion_id=completion_id,
+                created=created,
+                model=chat.model,
+                include_usage=chat.include_usage,
+                progress=chat.progress,
+                agent_deltas=chat.agent_deltas,
+            )
+            return ChatStream(run, encoder, deadline=settings.request_deadline, headers=headers)
+        try:
+            result = await race(run.result(), request.receive, settings.request_deadline)
+        except ClientGoneError:
+            return Response(status_code=499)
+        body = completion_body(
+            result, completion_id=completion_id, created=created, model=chat.model
+        )
+        headers["x-moa-trace-id"] = result.trace_id
+        return Response(_json(body), media_type="application/json", headers=headers)
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [catalog.describe(n) for n in catalog.names()]}
+
+    @app.get("/v1/models/{model:path}")
+    async def get_model(model: str) -> dict[str, Any]:
+        if model not in catalog:
+            catalog.get(model)  # raises the 404, or accepts a pass-through id
+            return {"id": model, "object": "model", "created": catalog.created, "owned_by": "moa"}
+        return catalog.describe(model)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "mixtures": len(catalog.names())}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    async def playground() -> Response:
+        return _static_response(static, "index.html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static_file(name: str) -> Response:
+        return _static_response(static, name)
+
+    app.add_middleware(RequestGuard, settings=settings, metrics=metrics)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The app of one ``moa serve`` worker: settings from ``$MOA_SERVER_SETTINGS``.
+
+    Keys never travel through that variable: it names the variable that holds them.
+    """
+    raw = json.loads(os.environ.get(SETTINGS_ENV, "{}"))
+    key_env = raw.pop("api_key_env", DEFAULT_API_KEY_ENV)
+    settings = ServerSettings.model_validate({**raw, "api_keys": api_keys_from_env(key_env)})
+    return create_app(settings)
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _static_files() -> dict[str, bytes]:
+    folder = resources.files("moa.server").joinpath("static")
+    return {
+        entry.name: entry.read_bytes()
+        for entry in folder.iterdir()
+        if entry.is_file() and any(entry.name.endswith(ext) for ext in _STATIC_TYPES)
+    }
+
+
+def _static_response(static: dict[str, bytes], name: str) -> Response:
+    body = static.get(name)
+    if body is None:
+        raise APIError(404, f"no file {name!r} here", code="not_found")
+    media_type = _STATIC_TYPES[name[name.rindex(".") :]]
+    return Response(body, media_type=media_type, headers={"cache-control": "no-cache"})
+
+
+def _add_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
+    def respond(error: APIError) -> Response:
+        metrics.observe_error(error.type, error.code)
+        return Response(
+            error.json_bytes(),
+            status_code=error.status,
+            media_type="application/json",
+            headers=error.headers,
+        )
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, APIError)
+        return respond(exc)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return respond(APIError(exc.status_code, str(exc.detail), code="http_error"))
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        return respond(APIError.invalid(str(exc)))
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        error = APIError(500, "internal server error", type="server_error", code="internal_error")
+        metrics.observe_error(error.type, error.code)
+        return JSONResponse(error.body(), status_code=500)
+
+    app.add_exception_handler(APIError, api_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected)
