@@ -11,6 +11,7 @@ from moa.engine.events import (
     TextDelta,
 )
 from moa.engine.mixture import Mixture, MixtureProvider
+from moa.engine.overrides import RunOverrides
 from moa.engine.references import Reference, default_instruction, with_references
 from moa.engine.result import AgentResult, LayerResult, Result
 from moa.engine.spec import (
@@ -46,6 +47,7 @@ __all__ = [
     "Reference",
     "Result",
     "RetryPolicy",
+    "RunOverrides",
     "Strategy",
     "StrategySpec",
     "TextDelta",

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from moa.engine.budget import LatencyHistory
 from moa.engine.context import RunContext
 from moa.engine.events import Done, Event, TextDelta
+from moa.engine.overrides import RunOverrides, parse_overrides
 from moa.engine.result import Result
 from moa.engine.spec import MixtureSpec
 from moa.engine.strategy import Strategy, get_strategy
@@ -63,6 +64,18 @@ class Mixture:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def variant(self, overrides: RunOverrides | Mapping[str, Any]) -> Mixture:
+        """This mixture run another way (see :class:`~moa.engine.overrides.RunOverrides`).
+
+        The variant shares the providers and the latency history, so it is cheap
+        to make one per request: ``mixture.variant({"strategy": {"type": "chunked"}})``.
+        """
+        changes = parse_overrides(overrides)
+        strategy = self.strategy if changes.strategy is None else None
+        other = Mixture(changes.apply(self.spec), self.providers, strategy=strategy)
+        other.latency = self.latency
+        return other
 
     def check(self) -> None:
         """Resolve every model id now, so a missing key or model fails before any call."""
