@@ -1,0 +1,136 @@
+"""The playground in a real headless Chromium, end to end against a mixture of fakes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from server_helpers import ServeFactory, fake_mixture
+
+from moa import ProviderStatusError
+from moa.testing import FakeProvider
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason=f"{CHROMIUM} is missing: apt-get install -y chromium (CI installs it)",
+)
+
+MIXTURE = {
+    "name": "fake-moa",
+    "layers": [[{"model": "fake:a"}, {"model": "fake:b"}, {"model": "fake:c"}]],
+    "aggregator": {"model": "fake:agg"},
+    "retry": {"max_attempts": 1},
+}
+
+
+@pytest.fixture
+def page() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 900})
+        finally:
+            browser.close()
+
+
+def ask(page: Any, question: str) -> None:
+    page.fill("#prompt", question)
+    page.click("#send")
+
+
+def test_a_question_fills_the_graph_and_streams_the_answer(
+    serve: ServeFactory, page: Any, tmp_path: Path
+) -> None:
+    fake = FakeProvider(
+        replies={
+            "a": "Alpha thinks the answer is 4.",
+            "b": "Beta thinks it is 5.",
+            "c": "Gamma also says 4.",
+            "agg": ["Two plus two is 4.", "Then add one: 5."],
+        },
+        token_delay={"a": 0.15, "b": 0.02, "c": 0.02, "agg": 0.1},
+    )
+    base = serve(mixtures={"fake-moa": fake_mixture(fake, MIXTURE)})
+    page.goto(base + "/")
+    page.wait_for_selector("#model option[value='fake-moa']", state="attached")
+    ask(page, "What is 2 + 2?")
+    # Live: a card shows its text while its agent still writes, and so does the answer.
+    page.wait_for_selector(".agent-card.working .text:not(:empty)")
+    page.wait_for_selector(".message.assistant.streaming .body:not(:empty)")
+
+    answer = page.locator(".message.assistant").last
+    answer.locator(".body").filter(has_text="Two plus two is 4.").wait_for()
+    page.wait_for_selector("#send:not([disabled])")
+
+    proposers = page.locator(".layer.proposer .agent-card")
+    assert proposers.count() == 3
+    texts = [proposers.nth(i).locator(".text").inner_text() for i in range(3)]
+    assert texts == ["Alpha thinks the answer is 4.", "Beta thinks it is 5.", "Gamma also says 4."]
+    for i in range(3):
+        card = proposers.nth(i)
+        assert "done" in (card.get_attribute("class") or "")
+        assert "tokens" in card.locator(".stats").inner_text()
+        assert " s" in card.locator(".stats").inner_text()
+    aggregator = page.locator(".layer.aggregator .agent-card")
+    assert aggregator.count() == 1
+    assert aggregator.locator(".text").inner_text() == "Two plus two is 4."
+    assert "3 answered" in page.locator(".layer.proposer .tally").inner_text()
+    assert "4 calls" in page.locator("#totals").inner_text()
+    page.screenshot(path=str(tmp_path / "playground.png"), full_page=True)
+
+    # A second turn sends the whole conversation.
+    ask(page, "And plus one?")
+    page.locator(".message.assistant").nth(1).locator(".body").filter(
+        has_text="Then add one: 5."
+    ).wait_for()
+    second = fake.calls_for("agg")[-1]
+    turns = [(m.role, m.content) for m in second.messages if m.role != "system"]
+    assert turns == [
+        ("user", "What is 2 + 2?"),
+        ("assistant", "Two plus two is 4."),
+        ("user", "And plus one?"),
+    ]
+
+
+def test_failed_agents_and_errors_are_shown(serve: ServeFactory, page: Any) -> None:
+    fake = FakeProvider(
+        replies={"b": ProviderStatusError("upstream overloaded", status_code=503), "agg": "Fine."}
+    )
+    broken = FakeProvider(
+        replies={"a": RuntimeError("x"), "b": RuntimeError("y"), "c": RuntimeError("z")}
+    )
+    base = serve(
+        mixtures={
+            "fake-moa": fake_mixture(fake, MIXTURE),
+            "broken": fake_mixture(broken, {**MIXTURE, "name": "broken"}),
+        }
+    )
+    page.goto(base + "/")
+    page.wait_for_selector("#model option[value='fake-moa']", state="attached")
+    page.select_option("#model", "fake-moa")
+    ask(page, "Hello?")
+    page.locator(".message.assistant .body").filter(has_text="Fine.").wait_for()
+    failed = page.locator(".agent-card.failed")
+    assert failed.count() == 1
+    assert "upstream overloaded" in failed.locator(".error").inner_text()
+    assert "1 failed" in page.locator(".layer.proposer .tally").inner_text()
+
+    page.select_option("#model", "broken")
+    ask(page, "Hello again?")
+    error = page.locator(".message.error").last
+    error.wait_for()
+    assert "fewer than 1 agent" in error.inner_text()
