@@ -223,3 +223,13 @@ def test_config_error_names_the_option() -> None:
         parse_config(
             {"aggregator": {"model": "a:b"}, "strategy": {"type": "chunked", "growth": 0.5}}
         )
+
+
+async def test_first_chunk_tokens_zero_opens_at_once_without_references() -> None:
+    proposers = slow_proposers(delay=0.3)
+    aggregator = continuing(ANSWER)
+    result = await build(proposers, aggregator, options={"first_chunk_tokens": 0}).arun("q")
+    assert result.ttft_s is not None and result.ttft_s < 0.2
+    assert candidates(aggregator.calls[0]) == []
+    assert len(candidates(aggregator.calls[1])) == 3
+    assert result.output == ANSWER

@@ -57,9 +57,10 @@ class ChunkedOptions(BaseModel):
     """Tokens of the aggregator's first chunk."""
     growth: float = Field(default=2.0, ge=1.0)
     """Each next chunk is this many times longer (1: all chunks equal)."""
-    first_chunk_tokens: int | None = Field(default=None, ge=1)
-    """Tokens each proposer must have written before the aggregator starts
-    (default: ``chunk_tokens``)."""
+    first_chunk_tokens: int | None = Field(default=None, ge=0)
+    """Tokens each proposer must have written before the aggregator starts (default:
+    ``chunk_tokens``). 0 starts at once: the opening chunk is then written from the
+    conversation alone, which costs no time to first token but may commit to an answer."""
     start_quorum: int | None = Field(default=None, ge=1)
     """Start once this many proposers have their first chunk (default: every live one);
     the others join the references at the next chunk."""
@@ -141,7 +142,8 @@ class _Staircase:
         self.number = number
         self.layer = layer
         self.options = options
-        self.first = options.first_chunk_tokens or options.chunk_tokens
+        first = options.first_chunk_tokens
+        self.first = options.chunk_tokens if first is None else first
         self.changed = asyncio.Event()
         self.started = time.perf_counter()
         self.proposers = [
@@ -305,7 +307,7 @@ class _Staircase:
     ) -> AgentCall | None:
         """The call writing the next chunk (``None`` when the agent's deadline has passed)."""
         ctx = self.ctx
-        references = [p.reference() for p in self.proposers if p.usable]
+        references = [p.reference() for p in self.proposers if p.usable and (p.done or p.tokens)]
         messages = (*ctx.messages, Message("assistant", text)) if text else ctx.messages
         call = ctx.agent_call(
             ctx.spec.aggregator,
