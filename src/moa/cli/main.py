@@ -7,6 +7,7 @@ import sys
 import typer
 
 from moa import __version__
+from moa.cli.bench import bench_app
 from moa.cli.run import chat, run
 from moa.cli.serve import serve
 from moa.cli.strategies import strategies
@@ -27,6 +28,7 @@ app.command("run")(run)
 app.command("chat")(chat)
 app.command("serve")(serve)
 app.command("strategies")(strategies)
+app.add_typer(bench_app, name="bench")
 
 
 def _version(value: bool) -> None:

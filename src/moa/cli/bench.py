@@ -1,0 +1,13 @@
+"""``moa bench``: one command per benchmark module of :mod:`moa.bench`."""
+
+from __future__ import annotations
+
+import typer
+
+from moa.bench import latency, overhead
+
+__all__ = ["bench_app"]
+
+bench_app = typer.Typer(help="Measure the engine itself.", no_args_is_help=True)
+bench_app.command("overhead")(overhead.command)
+bench_app.command("latency")(latency.command)
