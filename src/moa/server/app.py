@@ -85,6 +85,8 @@ def create_app(
     async def chat_completions(request: Request) -> Response:
         chat = parse_chat_request(await request.body(), max_messages=settings.max_messages)
         mixture = catalog.get(chat.model)
+        if chat.overrides is not None:
+            mixture = mixture.variant(chat.overrides)
         label = chat.model if chat.model in catalog else "passthrough"
         run = ChatRun(mixture, chat, metrics, label)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from moa.engine.overrides import RunOverrides
 from moa.server.errors import APIError
 from moa.types import GenerationParams, Message
 
@@ -76,10 +77,15 @@ class StreamOptions(BaseModel):
     include_obfuscation: bool | None = None
 
 
-class MoAOptions(BaseModel):
-    """The ``moa`` request field: what a MoA-aware client wants beyond the standard answer."""
+class MoAOptions(RunOverrides):
+    """The ``moa`` request field: what a MoA-aware client wants beyond the standard answer.
 
-    model_config = ConfigDict(extra="forbid")
+    Besides the progress options it takes every field of
+    :class:`~moa.engine.overrides.RunOverrides`, so a request picks its latency mode:
+    ``"moa": {"strategy": {"type": "chunked"}}``, ``"moa": {"quorum": 2}``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     progress: bool = False
     """Stream progress chunks (layer started, agent done or failed, layer done)."""
@@ -127,6 +133,8 @@ class ChatRequest:
     include_usage: bool = False
     progress: bool = False
     agent_deltas: bool = False
+    overrides: RunOverrides | None = None
+    """How this request runs the mixture (strategy, quorum, deadlines), if the client chose."""
 
 
 def parse_chat_request(raw: bytes, *, max_messages: int) -> ChatRequest:
@@ -174,7 +182,15 @@ def parse_chat_request(raw: bytes, *, max_messages: int) -> ChatRequest:
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         progress=options.progress or options.agent_deltas,
         agent_deltas=options.agent_deltas,
+        overrides=_overrides(options),
     )
+
+
+def _overrides(options: MoAOptions) -> RunOverrides | None:
+    chosen = {name: getattr(options, name) for name in RunOverrides.model_fields}
+    if all(value is None for value in chosen.values()):
+        return None
+    return RunOverrides(**chosen)
 
 
 def _param_path(loc: tuple[int | str, ...]) -> str:
