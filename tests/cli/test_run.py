@@ -118,3 +118,12 @@ def test_bare_prompt_means_run(
         main(["a bare question", "--config", str(config)])
     assert exit_info.value.code == 0
     assert "The answer is 4." in capsys.readouterr().out
+
+
+def test_options_before_the_prompt_mean_run(
+    fake: FakeProvider, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(config), "a question"])
+    assert exit_info.value.code == 0
+    assert "The answer is 4." in capsys.readouterr().out

@@ -52,10 +52,12 @@ def _subcommands() -> set[str]:
     return names
 
 
+_ROOT_OPTIONS = frozenset(("--help", "--version"))
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: insert ``run`` when the first argument is a prompt, not a command."""
+    """Entry point: anything but a command or ``--help``/``--version`` is ``moa run ...``."""
     args = list(sys.argv[1:] if argv is None else argv)
-    is_prompt = bool(args) and (args[0] == "-" or not args[0].startswith("-"))
-    if is_prompt and args[0] not in _subcommands():
+    if args and args[0] not in _subcommands() and args[0] not in _ROOT_OPTIONS:
         args.insert(0, "run")
     app(args=args, prog_name="moa")
