@@ -36,10 +36,11 @@ def test_the_four_modes_share_one_mixture() -> None:
         }
     )
     standard = Mixture(spec, ProviderRegistry().add("f", FakeProvider()))
-    modes = mode_mixtures(standard, chunk_tokens=8, quorum=None)
+    modes = mode_mixtures(standard, chunked={"chunk_tokens": 8}, quorum=None)
     assert list(modes) == list(MODES)
     assert modes["single"].spec.layers == []
     assert modes["chunked"].spec.strategy.type == "chunked"
+    assert modes["chunked"].spec.strategy.options().model_dump()["chunk_tokens"] == 8
     assert modes["quorum"].spec.layers[0].quorum == 1
     assert all(m.providers is standard.providers for m in modes.values())
 
@@ -60,7 +61,7 @@ def test_ratios_are_to_the_single_model() -> None:
 
 
 def test_chunk_wise_beats_standard_ttft_against_the_fake_upstream() -> None:
-    report = measure_latency(TINY, chunk_tokens=4, runs=1)
+    report = measure_latency(TINY, chunked={"chunk_tokens": 4}, runs=1)
     assert set(report.timings) == set(MODES)
     single, standard = report.median_ttft("single"), report.median_ttft("standard")
     chunked, quorum = report.median_ttft("chunked"), report.median_ttft("quorum")
@@ -78,8 +79,11 @@ def test_cli_prints_json() -> None:
     args = ["bench", "latency", "--runs", "1", "--proposers", "1", "--proposal-tokens", "10"]
     args += ["--min-rate", "500", "--proposer-ttft", "0", "--aggregator-ttft", "0.01"]
     args += ["--aggregator-rate", "500", "--answer-tokens", "5", "--json"]
+    args += ["--first-chunk-tokens", "2", "--start-quorum", "1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert set(data["modes"]) == set(MODES)
     assert data["modes"]["single"]["ttft_ratio_to_single"] == 1.0
+    assert data["options"]["chunked.first_chunk_tokens"] == 2
+    assert data["options"]["chunked.start_quorum"] == 1

@@ -23,7 +23,7 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -169,18 +169,19 @@ def _num(value: float | None) -> str:
 
 
 def mode_mixtures(
-    standard: Mixture, *, chunk_tokens: int, quorum: int | None
+    standard: Mixture, *, chunked: Mapping[str, Any], quorum: int | None
 ) -> dict[str, Mixture]:
-    """The four modes from one mixture with one proposer layer (they share its providers)."""
+    """The four modes from one mixture with one proposer layer (they share its providers).
+
+    ``chunked`` holds the options of the chunk-wise strategy (e.g. ``chunk_tokens``).
+    """
     agents = len(standard.spec.layers[-1].agents) if standard.spec.layers else 1
     k = quorum or max(1, agents // 2)
     single = Mixture(standard.spec.model_copy(update={"layers": []}), standard.providers)
     return {
         "single": single,
         "standard": standard,
-        "chunked": standard.variant(
-            {"strategy": {"type": "chunked", "chunk_tokens": chunk_tokens}}
-        ),
+        "chunked": standard.variant({"strategy": {"type": "chunked", **chunked}}),
         "quorum": standard.variant({"quorum": k}),
     }
 
@@ -232,7 +233,7 @@ def _upstream_config(base_url: str, setup: UpstreamSetup) -> dict[str, Any]:
 def measure_latency(
     setup: UpstreamSetup | None = None,
     *,
-    chunk_tokens: int = 16,
+    chunked: Mapping[str, Any] | None = None,
     quorum: int | None = None,
     runs: int = 3,
 ) -> LatencyReport:
@@ -256,18 +257,23 @@ def measure_latency(
     )
     with ChildUpstream(behaviors) as upstream:
         config = parse_config(_upstream_config(upstream.base_url, setup), "latency benchmark")
-        modes = mode_mixtures(build_mixture(config), chunk_tokens=chunk_tokens, quorum=quorum)
+        chunked = dict(chunked or {})
+        modes = mode_mixtures(build_mixture(config), chunked=chunked, quorum=quorum)
         timings = asyncio.run(_measure(modes, [PROMPT], runs, warmup=True))
     k = quorum or max(1, setup.proposers // 2)
-    options = {"chunk_tokens": chunk_tokens, "quorum": f"{k} of {setup.proposers}"}
-    return LatencyReport(setup.describe(), options, timings)
+    return LatencyReport(setup.describe(), _options(chunked, k, setup.proposers), timings)
+
+
+def _options(chunked: Mapping[str, Any], k: int, n: int) -> dict[str, Any]:
+    shown = {f"chunked.{key}": value for key, value in chunked.items()}
+    return {**shown, "quorum": f"{k} of {n}"}
 
 
 def measure_local(
     source: str = "local",
     *,
     prompts: int = 3,
-    chunk_tokens: int = 16,
+    chunked: Mapping[str, Any] | None = None,
     quorum: int | None = None,
     runs: int = 1,
 ) -> LatencyReport:
@@ -277,7 +283,8 @@ def measure_local(
         raise ValueError(f"config {source!r} has no proposer layer to compare against")
     config = config.model_copy(update={"layers": config.layers[-1:]})
     standard = build_mixture(config)
-    modes = mode_mixtures(standard, chunk_tokens=chunk_tokens, quorum=quorum)
+    chunked = dict(chunked or {})
+    modes = mode_mixtures(standard, chunked=chunked, quorum=quorum)
     chosen = LOCAL_PROMPTS[: max(1, prompts)]
     timings = asyncio.run(_measure(modes, chosen, runs, warmup=False))
     agents = [a.model for a in config.layers[0].agents]
@@ -286,9 +293,7 @@ def measure_local(
         f"{len(chosen)} prompt(s)"
     )
     k = quorum or max(1, len(agents) // 2)
-    return LatencyReport(
-        setup, {"chunk_tokens": chunk_tokens, "quorum": f"{k} of {len(agents)}"}, timings
-    )
+    return LatencyReport(setup, _options(chunked, k, len(agents)), timings)
 
 
 def command(
@@ -298,6 +303,14 @@ def command(
     chunk_tokens: Annotated[
         int, typer.Option(min=1, help="First chunk of the chunk-wise aggregator, in tokens.")
     ] = 16,
+    first_chunk_tokens: Annotated[
+        int | None,
+        typer.Option(min=0, help="Proposer tokens before the aggregator starts (default: chunk)."),
+    ] = None,
+    start_quorum: Annotated[
+        int | None,
+        typer.Option(min=1, help="Start once this many proposers have a first chunk."),
+    ] = None,
     quorum: Annotated[
         int | None, typer.Option(min=1, help="k of the k-of-n mode (default: half the layer).")
     ] = None,
@@ -321,10 +334,13 @@ def command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """TTFT and total time: aggregator alone, standard, chunk-wise and k-of-n MoA."""
+    chunked: dict[str, Any] = {"chunk_tokens": chunk_tokens}
+    if first_chunk_tokens is not None:
+        chunked["first_chunk_tokens"] = first_chunk_tokens
+    if start_quorum is not None:
+        chunked["start_quorum"] = start_quorum
     if local:
-        report = measure_local(
-            config, prompts=prompts, chunk_tokens=chunk_tokens, quorum=quorum, runs=runs
-        )
+        report = measure_local(config, prompts=prompts, chunked=chunked, quorum=quorum, runs=runs)
     else:
         setup = UpstreamSetup(
             proposers=proposers,
@@ -336,5 +352,5 @@ def command(
             aggregator_rate=aggregator_rate,
             answer_tokens=answer_tokens,
         )
-        report = measure_latency(setup, chunk_tokens=chunk_tokens, quorum=quorum, runs=runs)
+        report = measure_latency(setup, chunked=chunked, quorum=quorum, runs=runs)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
