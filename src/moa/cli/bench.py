@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from moa.bench import latency, overhead
+from moa.bench import latency, overhead, server
 
 __all__ = ["bench_app"]
 
 bench_app = typer.Typer(help="Measure the engine itself.", no_args_is_help=True)
 bench_app.command("overhead")(overhead.command)
 bench_app.command("latency")(latency.command)
+bench_app.command("server")(server.command)

@@ -1,0 +1,389 @@
+"""Server overhead under load: many concurrent streaming requests through ``moa serve``.
+
+Three processes share the machine, as they would in production: a fake
+OpenAI-compatible upstream (:class:`~moa.bench.upstream.ChildUpstream`) whose
+every call takes exactly ``latency`` seconds, a real ``moa serve`` serving a
+mixture of that upstream's models, and this process, the load generator, whose
+clients speak raw HTTP/1.1 so that measuring costs as little as possible.
+
+For each request the upstream's own time is the critical path it would have
+with nothing in between: ``(layers + 1) * latency`` to the end of the stream,
+``layers * latency + first_token`` to the first token. What a client measures
+beyond that is the latency the server added (HTTP, validation, the engine,
+upstream HTTP clients, SSE encoding, and any queueing on the CPU). The upstream's
+own lateness under load is measured too and reported, not subtracted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+__all__ = ["ServerBenchReport", "command", "measure_server"]
+
+TARGET_P99_MS = 50.0
+PROMPT = "Explain in two sentences why the sky is blue."
+_CONTENT = b'"delta":{"content":"'
+_DONE = b"data: [DONE]"
+_ERROR = b'data: {"error"'
+
+
+@dataclass(frozen=True)
+class RequestTiming:
+    """One request as its client saw it (``time.perf_counter`` seconds)."""
+
+    started: float
+    first_token: float | None
+    finished: float
+    status: int
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class BenchShape:
+    requests: int = 500
+    concurrency: int = 500
+    ramp: float = 0.0
+    layers: int = 1
+    agents: int = 3
+    latency: float = 2.0
+    first_token: float = 0.5
+    tokens: int = 40
+    workers: int = 1
+
+    @property
+    def ideal_s(self) -> float:
+        return (self.layers + 1) * self.latency
+
+    @property
+    def ideal_ttft_s(self) -> float:
+        return self.layers * self.latency + self.first_token
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+@dataclass
+class ServerBenchReport:
+    shape: BenchShape
+    timings: list[RequestTiming]
+    wall_s: float
+    upstream_late_ms: list[float] = field(default_factory=list)
+    server_cpu_s: float | None = None
+    load: tuple[float, int] | None = None
+
+    @property
+    def errors(self) -> list[RequestTiming]:
+        return [t for t in self.timings if not t.ok]
+
+    @property
+    def added_ms(self) -> list[float]:
+        ideal = self.shape.ideal_s
+        return [(t.finished - t.started - ideal) * 1000 for t in self.timings if t.ok]
+
+    @property
+    def added_ttft_ms(self) -> list[float]:
+        ideal = self.shape.ideal_ttft_s
+        return [
+            (t.first_token - t.started - ideal) * 1000
+            for t in self.timings
+            if t.ok and t.first_token is not None
+        ]
+
+    @property
+    def met(self) -> bool:
+        return not self.errors and _percentile(self.added_ms, 99) <= TARGET_P99_MS
+
+    def to_dict(self) -> dict[str, Any]:
+        def summary(values: list[float]) -> dict[str, float]:
+            return {
+                "p50": _percentile(values, 50),
+                "p90": _percentile(values, 90),
+                "p99": _percentile(values, 99),
+                "max": max(values, default=float("nan")),
+            }
+
+        errors = self.errors
+        return {
+            "shape": self.shape.__dict__,
+            "ideal_s": self.shape.ideal_s,
+            "ideal_ttft_s": self.shape.ideal_ttft_s,
+            "requests": len(self.timings),
+            "errors": len(errors),
+            "error_examples": sorted({t.error or "" for t in errors})[:5],
+            "added_ms": summary(self.added_ms),
+            "added_ttft_ms": summary(self.added_ttft_ms),
+            "upstream_late_ms": summary(self.upstream_late_ms),
+            "wall_s": self.wall_s,
+            "throughput_rps": len(self.timings) / self.wall_s if self.wall_s else 0.0,
+            "server_cpu_s": self.server_cpu_s,
+            "target_p99_ms": TARGET_P99_MS,
+            "target_met": self.met,
+            "load_average_1m": None if self.load is None else self.load[0],
+            "cpus": None if self.load is None else self.load[1],
+        }
+
+    def format(self) -> str:
+        s = self.shape
+        added, ttft, late = self.added_ms, self.added_ttft_ms, self.upstream_late_ms
+        n = len(self.timings)
+        cpu = ""
+        if self.server_cpu_s is not None and n:
+            per_request = self.server_cpu_s / n * 1000
+            cpu = f"; server CPU {self.server_cpu_s:.2f} s ({per_request:.2f} ms a request)"
+        lines = [
+            f"{n} streaming requests, {s.concurrency} at once (started over {s.ramp:g} s), "
+            f"through moa serve with {s.workers} worker(s)",
+            f"mixture: {s.layers} layer(s) x {s.agents} agents + aggregator "
+            f"({s.layers * s.agents + 1} upstream calls a request); every call {s.latency:g} s, "
+            f"{s.tokens} tokens; the answer's first token at {s.first_token:g} s",
+            f"upstream's own time per request: {s.ideal_s:.3f} s "
+            f"(first token {s.ideal_ttft_s:.3f} s)",
+            f"errors: {len(self.errors)} of {n}"
+            + (f" ({'; '.join(self.to_dict()['error_examples'])})" if self.errors else ""),
+            "added latency, end of stream: " + _quantiles(added),
+            "added latency, first token:   " + _quantiles(ttft),
+            "upstream's own lateness:      " + _quantiles(late) + " (part of the above)",
+            f"wall {self.wall_s:.2f} s, {n / self.wall_s:.1f} requests/s{cpu}",
+            f"target p99 <= {TARGET_P99_MS:g} ms with 0 errors: {'met' if self.met else 'NOT met'}",
+        ]
+        if self.load is not None:
+            lines.append(f"machine: load average {self.load[0]:.2f} on {self.load[1]} CPUs")
+        return "\n".join(lines)
+
+
+def _quantiles(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    return (
+        f"p50 {_percentile(values, 50):.1f} ms, p90 {_percentile(values, 90):.1f} ms, "
+        f"p99 {_percentile(values, 99):.1f} ms, max {max(values):.1f} ms"
+    )
+
+
+# -- the load generator ------------------------------------------------------------------
+
+
+async def _one_request(host: str, port: int, body: bytes) -> RequestTiming:
+    started = time.perf_counter()
+    first: float | None = None
+    status = 0
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError as exc:
+        return RequestTiming(started, None, time.perf_counter(), 0, f"connect: {exc}")
+    try:
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\n"
+            b"Content-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        tail = b""
+        while chunk := await reader.read(65536):
+            window = tail + chunk
+            if first is None:
+                at = window.find(_CONTENT) + len(_CONTENT)
+                # The role chunk's empty content does not count as the first token.
+                if at >= len(_CONTENT) and len(window) > at and window[at] != ord('"'):
+                    first = time.perf_counter()
+            tail = window[-256:]
+            if _ERROR in window:
+                return RequestTiming(started, first, time.perf_counter(), status, "error event")
+        finished = time.perf_counter()
+    except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+        return RequestTiming(started, first, time.perf_counter(), status, type(exc).__name__)
+    finally:
+        writer.close()
+    if status != 200:
+        return RequestTiming(started, first, finished, status, f"HTTP {status}")
+    if _DONE not in tail:
+        return RequestTiming(started, first, finished, status, "stream ended without [DONE]")
+    return RequestTiming(started, first, finished, status)
+
+
+async def _load(host: str, port: int, shape: BenchShape) -> tuple[list[RequestTiming], float]:
+    body = json.dumps(
+        {
+            "model": "bench",
+            "messages": [{"role": "user", "content": PROMPT}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+    ).encode()
+    remaining = shape.requests
+    timings: list[RequestTiming] = []
+
+    async def client(index: int) -> None:
+        nonlocal remaining
+        if shape.ramp:
+            await asyncio.sleep(shape.ramp * index / shape.concurrency)
+        while remaining > 0:
+            remaining -= 1
+            timings.append(await _one_request(host, port, body))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(shape.concurrency)))
+    return timings, time.perf_counter() - started
+
+
+# -- the server under test ---------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _config(base_url: str, shape: BenchShape) -> dict[str, Any]:
+    return {
+        "name": "bench",
+        "providers": {"upstream": {"base_url": base_url, "requires_key": False}},
+        "layers": [
+            [{"model": f"upstream:l{n}-a{i}"} for i in range(1, shape.agents + 1)]
+            for n in range(1, shape.layers + 1)
+        ],
+        "aggregator": {"model": "upstream:aggregator"},
+        "retry": {"max_attempts": 1},
+    }
+
+
+def _start_server(config_dir: Path, port: int, shape: BenchShape) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-c",
+        "from moa.cli.main import main; main()",
+        "serve",
+        "--port",
+        str(port),
+        "--config-dir",
+        str(config_dir),
+        "--no-presets",
+        "--workers",
+        str(shape.workers),
+        "--max-concurrency",
+        str(max(shape.concurrency * 2, 512)),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    env = {**os.environ, "MOA_API_KEYS": ""}
+    server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"moa serve exited with status {server.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as probe:
+                probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                if probe.recv(64).startswith(b"HTTP/1.1 200"):
+                    return server
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("moa serve did not become ready within 30 s")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of ``pid`` and its worker processes, from /proc (Linux only)."""
+    total = 0.0
+    found = False
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            found = True
+    return total if found else None
+
+
+def measure_server(shape: BenchShape) -> ServerBenchReport:
+    """Start the upstream and the server, run the load, stop both."""
+    from moa.bench.upstream import ChildUpstream
+    from moa.testing.openai_server import ModelBehavior
+
+    text = " ".join(f"word{i}" for i in range(shape.tokens))
+    behavior = ModelBehavior(text=text, latency=shape.latency, first_token_delay=shape.first_token)
+    with ChildUpstream(default=behavior) as upstream, tempfile.TemporaryDirectory() as folder:
+        config_dir = Path(folder)
+        config = _config(upstream.base_url, shape)
+        (config_dir / "bench.yaml").write_text(yaml.safe_dump(config), "utf-8")
+        port = _free_port()
+        server = _start_server(config_dir, port, shape)
+        try:
+            warm = BenchShape(requests=4, concurrency=4, layers=shape.layers, agents=shape.agents)
+            asyncio.run(_load("127.0.0.1", port, warm))
+            before = len(upstream.records())
+            cpu_before = _cpu_seconds(server.pid)
+            timings, wall = asyncio.run(_load("127.0.0.1", port, shape))
+            cpu_after = _cpu_seconds(server.pid)
+            records = upstream.records()[before:]
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    late = [(r.duration - shape.latency) * 1000 for r in records if r.status == 200]
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    try:
+        load: tuple[float, int] | None = (os.getloadavg()[0], os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        load = None
+    return ServerBenchReport(shape, timings, wall, late, cpu, load)
+
+
+def command(
+    requests: Annotated[int, typer.Option(min=1, help="Requests in all.")] = 500,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 500,
+    ramp: Annotated[
+        float, typer.Option(min=0.0, help="Seconds over which the clients start (0: all at once).")
+    ] = 0.0,
+    layers: Annotated[int, typer.Option(min=1, help="Proposer layers of the mixture.")] = 1,
+    agents: Annotated[int, typer.Option(min=1, help="Agents per layer.")] = 3,
+    latency: Annotated[
+        float, typer.Option(min=0.01, help="Seconds every upstream call takes.")
+    ] = 2.0,
+    first_token: Annotated[
+        float, typer.Option(min=0.0, help="Seconds to an upstream stream's first token.")
+    ] = 0.5,
+    tokens: Annotated[int, typer.Option(min=1, help="Tokens of every upstream answer.")] = 40,
+    workers: Annotated[int, typer.Option(min=1, help="moa serve worker processes.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Latency the server adds over its upstream, under N concurrent streaming requests."""
+    if first_token > latency:
+        raise typer.BadParameter("--first-token cannot exceed --latency")
+    shape = BenchShape(
+        requests, concurrency, ramp, layers, agents, latency, first_token, tokens, workers
+    )
+    report = measure_server(shape)
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from moa.bench.server import BenchShape, RequestTiming, ServerBenchReport, measure_server
+from moa.cli.main import app
+
+
+def test_added_latency_is_measured_over_the_upstream_critical_path() -> None:
+    shape = BenchShape(requests=3, concurrency=3, layers=2, latency=1.0, first_token=0.25)
+    assert shape.ideal_s == 3.0 and shape.ideal_ttft_s == 2.25
+    timings = [
+        RequestTiming(10.0, 12.26, 13.01, 200),
+        RequestTiming(10.0, 12.3, 13.04, 200),
+        RequestTiming(10.0, None, 10.5, 502, "HTTP 502"),
+    ]
+    report = ServerBenchReport(shape, timings, wall_s=3.1)
+    assert [round(ms) for ms in report.added_ms] == [10, 40]
+    assert [round(ms) for ms in report.added_ttft_ms] == [10, 50]
+    assert len(report.errors) == 1
+    assert not report.met  # an error fails the target whatever the latency
+    assert "errors: 1 of 3 (HTTP 502)" in report.format()
+
+
+def test_benchmark_runs_through_a_real_server_at_tiny_scale() -> None:
+    shape = BenchShape(requests=6, concurrency=3, latency=0.3, first_token=0.1, tokens=5)
+    report = measure_server(shape)
+    assert len(report.timings) == 6
+    assert report.errors == []
+    for added in report.added_ms:
+        assert -5 < added < 3000  # never faster than the upstream itself
+    assert all(t.first_token is not None for t in report.timings)
+    assert len(report.upstream_late_ms) == 6 * 4  # three proposers and an aggregator each
+    assert report.server_cpu_s is None or report.server_cpu_s > 0
+    assert "added latency, end of stream" in report.format()
+
+
+def test_command_prints_json() -> None:
+    args = ["bench", "server", "--requests", "2", "--concurrency", "2", "--latency", "0.1"]
+    args += ["--first-token", "0.05", "--tokens", "3", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["requests"] == 2 and data["errors"] == 0
+    assert set(data["added_ms"]) == {"p50", "p90", "p99", "max"}
