@@ -32,6 +32,7 @@ import typer
 from moa.config import build_mixture, load_config, parse_config
 from moa.engine.events import Done, TextDelta
 from moa.engine.mixture import Mixture
+from moa.engine.strategy import get_strategy
 
 __all__ = [
     "MODES",
@@ -81,7 +82,7 @@ class UpstreamSetup:
         return [self.min_rate + i * step for i in range(self.proposers)]
 
     def describe(self) -> str:
-        rates = "/".join(f"{r:g}" for r in self.rates())
+        rates = "/".join(f"{r:.0f}" for r in self.rates())
         return (
             f"fake upstream: {self.proposers} proposers at {rates} tok/s writing "
             f"{self.proposal_tokens} tokens, first token after {self.proposer_first_token:g}s; "
@@ -265,7 +266,8 @@ def measure_latency(
 
 
 def _options(chunked: Mapping[str, Any], k: int, n: int) -> dict[str, Any]:
-    shown = {f"chunked.{key}": value for key, value in chunked.items()}
+    options = get_strategy("chunked").options.model_validate(dict(chunked))
+    shown = {f"chunked.{key}": value for key, value in options.model_dump().items()}
     return {**shown, "quorum": f"{k} of {n}"}
 
 
@@ -301,8 +303,9 @@ def command(
         int, typer.Option(min=1, help="Answers per mode (per prompt with --local).")
     ] = 3,
     chunk_tokens: Annotated[
-        int, typer.Option(min=1, help="First chunk of the chunk-wise aggregator, in tokens.")
-    ] = 16,
+        int | None,
+        typer.Option(min=1, help="First chunk of the chunk-wise aggregator (default: 8 tokens)."),
+    ] = None,
     first_chunk_tokens: Annotated[
         int | None,
         typer.Option(min=0, help="Proposer tokens before the aggregator starts (default: chunk)."),
@@ -334,7 +337,9 @@ def command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """TTFT and total time: aggregator alone, standard, chunk-wise and k-of-n MoA."""
-    chunked: dict[str, Any] = {"chunk_tokens": chunk_tokens}
+    chunked: dict[str, Any] = {}
+    if chunk_tokens is not None:
+        chunked["chunk_tokens"] = chunk_tokens
     if first_chunk_tokens is not None:
         chunked["first_chunk_tokens"] = first_chunk_tokens
     if start_quorum is not None:
