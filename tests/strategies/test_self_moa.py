@@ -130,3 +130,16 @@ def test_roles_default_to_every_shipped_role() -> None:
 def test_bad_options_are_config_errors(strategy: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         parse_config({"aggregator": {"model": "fake:m"}, "strategy": strategy})
+
+
+async def test_the_mixture_s_early_exit_applies_to_these_strategies(build: Any) -> None:
+    fake = FakeProvider(replies={"m": "The answer is 4", "r": "The answer is 4"})
+    spec = {
+        "layers": [[{"model": "fake:r"}], [{"model": "fake:r"}]],
+        "aggregator": {"model": "fake:m"},
+        "early_exit": {"method": "answer"},
+        "strategy": {"type": "self-moa", "samples": 3},
+    }
+    result = await build(spec, fake).arun("q")
+    assert len(result.layers) == 1
+    assert any("early exit after layer 1" in n for n in result.notes)

@@ -24,6 +24,7 @@ from moa.engine.events import LayerStarted
 from moa.engine.references import Reference
 from moa.engine.result import AgentResult, LayerResult
 from moa.engine.spec import AgentSpec, LayerSpec
+from moa.strategies.early_exit import exit_early
 from moa.strategies.window import ContextPolicy, fit_for_layer
 
 __all__ = [
@@ -143,6 +144,8 @@ async def run_layers(
             if stop and number < len(layers):
                 ctx.notes.append(f"stopped early after layer {number} of {len(layers)}")
                 break
+        if exit_early(ctx, result, remaining=len(layers) - number):
+            break
     return references
 
 
