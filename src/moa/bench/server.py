@@ -91,6 +91,8 @@ class ServerBenchReport:
     wall_s: float
     upstream_late_ms: list[float] = field(default_factory=list)
     server_cpu_s: float | None = None
+    upstream_cpu_s: float | None = None
+    client_cpu_s: float | None = None
     load: tuple[float, int] | None = None
 
     @property
@@ -138,6 +140,8 @@ class ServerBenchReport:
             "wall_s": self.wall_s,
             "throughput_rps": len(self.timings) / self.wall_s if self.wall_s else 0.0,
             "server_cpu_s": self.server_cpu_s,
+            "upstream_cpu_s": self.upstream_cpu_s,
+            "client_cpu_s": self.client_cpu_s,
             "target_p99_ms": TARGET_P99_MS,
             "target_met": self.met,
             "load_average_1m": None if self.load is None else self.load[0],
@@ -151,7 +155,11 @@ class ServerBenchReport:
         cpu = ""
         if self.server_cpu_s is not None and n:
             per_request = self.server_cpu_s / n * 1000
-            cpu = f"; server CPU {self.server_cpu_s:.2f} s ({per_request:.2f} ms a request)"
+            cpu = f"\nCPU: server {self.server_cpu_s:.2f} s ({per_request:.2f} ms a request)"
+            if self.upstream_cpu_s is not None:
+                cpu += f", fake upstream {self.upstream_cpu_s:.2f} s"
+            if self.client_cpu_s is not None:
+                cpu += f", load generator {self.client_cpu_s:.2f} s"
         lines = [
             f"{n} streaming requests, {s.concurrency} at once (started over {s.ramp:g} s), "
             f"through moa serve with {s.workers} worker(s)",
@@ -308,20 +316,39 @@ def _start_server(config_dir: Path, port: int, shape: BenchShape) -> subprocess.
     raise RuntimeError("moa serve did not become ready within 30 s")
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of ``pid`` and its worker processes, from /proc (Linux only)."""
-    total = 0.0
-    found = False
+def _processes() -> dict[int, tuple[int, float, bytes]]:
+    """Every process as pid -> (parent pid, CPU seconds used, command line), from /proc."""
     ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    found: dict[int, tuple[int, float, bytes]] = {}
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(entry.name) == pid or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / ticks
-            found = True
-    return total if found else None
+        found[int(entry.name)] = (
+            int(fields[1]),
+            (int(fields[11]) + int(fields[12])) / ticks,
+            command,
+        )
+    return found
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """CPU seconds of ``pid`` and its direct children (server workers); ``None`` off Linux."""
+    if pid is None:
+        return None
+    table = _processes()
+    used = [cpu for p, (parent, cpu, _) in table.items() if pid in (p, parent)]
+    return sum(used) if used else None
+
+
+def _upstream_pid() -> int | None:
+    """The fake upstream is a child of this process running ``moa.bench.upstream``."""
+    for pid, (parent, _, command) in _processes().items():
+        if parent == os.getpid() and b"moa.bench.upstream" in command:
+            return pid
+    return None
 
 
 def measure_server(shape: BenchShape) -> ServerBenchReport:
@@ -341,9 +368,10 @@ def measure_server(shape: BenchShape) -> ServerBenchReport:
             warm = BenchShape(requests=4, concurrency=4, layers=shape.layers, agents=shape.agents)
             asyncio.run(_load("127.0.0.1", port, warm))
             before = len(upstream.records())
-            cpu_before = _cpu_seconds(server.pid)
+            upstream_pid = _upstream_pid()
+            cpu_before = _cpu_seconds(server.pid), _cpu_seconds(upstream_pid), time.process_time()
             timings, wall = asyncio.run(_load("127.0.0.1", port, shape))
-            cpu_after = _cpu_seconds(server.pid)
+            cpu_after = _cpu_seconds(server.pid), _cpu_seconds(upstream_pid), time.process_time()
             records = upstream.records()[before:]
         finally:
             server.terminate()
@@ -353,12 +381,15 @@ def measure_server(shape: BenchShape) -> ServerBenchReport:
                 server.kill()
                 server.wait()
     late = [(r.duration - shape.latency) * 1000 for r in records if r.status == 200]
-    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    cpu = [
+        None if start is None or end is None else end - start
+        for start, end in zip(cpu_before, cpu_after, strict=True)
+    ]
     try:
         load: tuple[float, int] | None = (os.getloadavg()[0], os.cpu_count() or 1)
     except (AttributeError, OSError):
         load = None
-    return ServerBenchReport(shape, timings, wall, late, cpu, load)
+    return ServerBenchReport(shape, timings, wall, late, cpu[0], cpu[1], cpu[2], load)
 
 
 def command(

@@ -73,7 +73,7 @@ def create_app(
         title="moa: Mixture-of-Agents, OpenAI-compatible",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # its page loads scripts from a CDN; /openapi.json stays
         redoc_url=None,
     )
     app.state.catalog = catalog
