@@ -47,7 +47,11 @@ class Provider:
         yield CompletionChunk(completion.text, completion.usage, completion.finish_reason)
 
     async def aclose(self) -> None:
-        """Release connections or models held by this provider."""
+        """Release resources bound to the running event loop (e.g. HTTP connections).
+
+        The provider must stay usable afterwards, on this or another event loop:
+        the sync facade runs each call on a fresh loop and closes in between.
+        """
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

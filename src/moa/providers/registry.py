@@ -87,12 +87,10 @@ class ProviderRegistry:
         self._settings: dict[str, ProviderSettings] = {**BUILTIN_PROVIDERS, **(settings or {})}
         self._local = local or LocalSettings()
         self._instances: dict[str, Provider] = {}
-        self._added: set[str] = set()
 
     def add(self, name: str, provider: Provider) -> ProviderRegistry:
         """Use ``provider`` for model ids starting with ``name:``."""
         self._instances[name] = provider
-        self._added.add(name)
         return self
 
     def names(self) -> list[str]:
@@ -123,7 +121,10 @@ class ProviderRegistry:
         return self.get(name), model
 
     async def aclose(self) -> None:
-        """Close every provider; those built from settings are built anew on next use."""
+        """Release every provider's event-loop-bound resources (connections).
+
+        The instances stay: a provider rebuilds such resources on its next use, so
+        loaded local models survive the sync facade's one-event-loop-per-call.
+        """
         for provider in self._instances.values():
             await provider.aclose()
-        self._instances = {n: p for n, p in self._instances.items() if n in self._added}
