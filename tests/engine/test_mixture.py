@@ -299,3 +299,20 @@ async def test_references_function_provider_sees_numbered_answers() -> None:
     result = await mix.arun("hi")
     assert result.output == "1"
     assert fake.calls[-1].messages[0].content.count("<<< Candidate answer") == 4
+
+
+async def test_stream_timeout_bounds_stalls_not_answer_length() -> None:
+    text = "one two three four five six seven eight nine ten"
+    fake = FakeProvider(replies={"agg": text}, token_delay=0.04, delay={"slow": 1.0})
+    spec = {
+        "layers": [[{"model": "fake:slow"}, {"model": "fake:b"}]],
+        "aggregator": {"model": "fake:agg", "timeout": 0.25},
+        "timeout": 0.25,
+        "retry": {"max_attempts": 1},
+    }
+    result = await mixture(spec, fake).arun("hi")
+    # The aggregator streams for about 0.36 s in all, but never stalls 0.25 s: it succeeds.
+    assert result.output == text
+    # The proposer gives no first token for 1 s: a stall, so a timeout naming what it waited for.
+    slow = result.layers[0].agents[0]
+    assert slow.error_type == "ProviderTimeoutError" and "first token" in (slow.error or "")

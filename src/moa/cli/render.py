@@ -69,7 +69,7 @@ class EventPrinter:
             f"{result.latency_s:.2f}s · {result.usage.completion_tokens} tok"
             f" · {result.attempts} attempt(s)"
         )
-        title = f"L{result.layer}.{result.index + 1} {result.agent} [{result.model}]"
+        title = result.agent if result.model in result.agent else f"{result.agent} [{result.model}]"
         if result.ok:
             body = Text(result.output or "")
             if result.partial:

@@ -125,14 +125,15 @@ async def _call_with_retries(
         progress.text.clear()
         try:
             async with _limiter(call.provider):
-                attempt_usage, finish = await asyncio.wait_for(
-                    _attempt(call, request, progress, on_delta), call.timeout
-                )
+                attempt_usage, finish = await _attempt(call, request, progress, on_delta)
             usage = usage + attempt_usage
             return _result(call, progress, usage, finish_reason=finish)
         except asyncio.TimeoutError as exc:
+            waited = "a first token" if progress.first_token is None else "the next token"
             last_error = ProviderTimeoutError(
-                f"no answer within {call.timeout:g}s", provider=call.provider.name, model=call.model
+                f"waited {call.timeout:g}s for {waited}",
+                provider=call.provider.name,
+                model=call.model,
             )
             last_error.__cause__ = exc
         except ProviderError as exc:
@@ -162,23 +163,40 @@ async def _attempt(
 ) -> tuple[Usage, str | None]:
     usage: Usage | None = None
     finish: str | None = None
-    streamed = call.stream or call.continue_final or call.deadline is not None
+    streamed = (
+        call.stream
+        or call.continue_final
+        or call.deadline is not None
+        or call.provider.prefers_streaming
+    )
     if on_delta is None and not streamed:
-        completion = await call.provider.complete(request)
+        completion = await asyncio.wait_for(call.provider.complete(request), call.timeout)
         if completion.text:
             progress.first_token = progress.first_token or time.perf_counter()
         progress.text.append(completion.text)
         usage, finish = completion.usage, completion.finish_reason
     else:
-        async for chunk in call.provider.stream(request):
-            if chunk.text:
-                if progress.first_token is None:
-                    progress.first_token = time.perf_counter()
-                progress.text.append(chunk.text)
-                if on_delta is not None:
-                    on_delta(chunk.text)
-            usage = chunk.usage or usage
-            finish = chunk.finish_reason or finish
+        # A stream's timeout bounds each wait (first token, then between chunks), not the
+        # whole answer: a long answer that keeps coming is progress, a stall is not.
+        chunks = call.provider.stream(request)
+        try:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(anext(chunks), call.timeout)
+                except StopAsyncIteration:
+                    break
+                if chunk.text:
+                    if progress.first_token is None:
+                        progress.first_token = time.perf_counter()
+                    progress.text.append(chunk.text)
+                    if on_delta is not None:
+                        on_delta(chunk.text)
+                usage = chunk.usage or usage
+                finish = chunk.finish_reason or finish
+        finally:
+            closing = getattr(chunks, "aclose", None)
+            if closing is not None:
+                await closing()
     if usage is None:
         usage = _estimated_usage(call.messages, progress.so_far)
     return Usage(usage.prompt_tokens, usage.completion_tokens, max(usage.calls, 1)), finish

@@ -24,6 +24,9 @@ class Provider:
     """How many calls to this provider may run at once (``None``: unlimited)."""
     supports_continue: ClassVar[bool] = False
     """Whether ``CompletionRequest.continue_final`` is honoured."""
+    prefers_streaming: ClassVar[bool] = False
+    """Streaming costs nothing extra here (in-process models): the engine then always streams,
+    so that timeouts measure stalls rather than answer length and stopped calls keep text."""
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
