@@ -304,7 +304,7 @@ def command(
     ] = 3,
     chunk_tokens: Annotated[
         int | None,
-        typer.Option(min=1, help="First chunk of the chunk-wise aggregator (default: 8 tokens)."),
+        typer.Option(min=1, help="First chunk of the chunk-wise aggregator (default: 4 tokens)."),
     ] = None,
     first_chunk_tokens: Annotated[
         int | None,

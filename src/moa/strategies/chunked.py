@@ -53,7 +53,7 @@ class ChunkedOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    chunk_tokens: int = Field(default=8, ge=1)
+    chunk_tokens: int = Field(default=4, ge=1)
     """Tokens of the aggregator's first chunk."""
     growth: float = Field(default=2.0, ge=1.0)
     """Each next chunk is this many times longer (1: all chunks equal)."""
