@@ -37,6 +37,18 @@ def test_benchmark_runs_through_a_real_server_at_tiny_scale() -> None:
     assert "added latency, end of stream" in report.format()
 
 
+def test_inprocess_upstream_measures_the_server_alone() -> None:
+    shape = BenchShape(
+        requests=4, concurrency=4, latency=0.3, first_token=0.1, tokens=5, upstream="inprocess"
+    )
+    report = measure_server(shape)
+    assert report.errors == []
+    assert report.upstream_late_ms == []  # no HTTP upstream to measure
+    assert all(-5 < added < 3000 for added in report.added_ms)
+    assert all(-5 < added < 3000 for added in report.added_ttft_ms)
+    assert "in-process fakes" in report.format()
+
+
 def test_command_prints_json() -> None:
     args = ["bench", "server", "--requests", "2", "--concurrency", "2", "--latency", "0.1"]
     args += ["--first-token", "0.05", "--tokens", "3", "--json"]

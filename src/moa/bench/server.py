@@ -19,17 +19,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
+
+from moa.providers.base import Provider
+from moa.types import CompletionChunk, CompletionRequest, Usage
 
 __all__ = ["ServerBenchReport", "command", "measure_server"]
 
@@ -66,6 +71,9 @@ class BenchShape:
     first_token: float = 0.5
     tokens: int = 40
     workers: int = 1
+    upstream: str = "http"
+    """``http``: a fake OpenAI server in its own process, reached through the real HTTP
+    provider; ``inprocess``: providers inside the server with the same timing (no HTTP client)."""
 
     @property
     def ideal_s(self) -> float:
@@ -162,7 +170,8 @@ class ServerBenchReport:
                 cpu += f", load generator {self.client_cpu_s:.2f} s"
         lines = [
             f"{n} streaming requests, {s.concurrency} at once (started over {s.ramp:g} s), "
-            f"through moa serve with {s.workers} worker(s)",
+            f"through moa serve with {s.workers} worker(s); upstream: "
+            + ("fake OpenAI server over HTTP" if s.upstream == "http" else "in-process fakes"),
             f"mixture: {s.layers} layer(s) x {s.agents} agents + aggregator "
             f"({s.layers * s.agents + 1} upstream calls a request); every call {s.latency:g} s, "
             f"{s.tokens} tokens; the answer's first token at {s.first_token:g} s",
@@ -226,7 +235,9 @@ async def _one_request(host: str, port: int, body: bytes) -> RequestTiming:
     finally:
         writer.close()
     if status != 200:
-        return RequestTiming(started, first, finished, status, f"HTTP {status}")
+        code = re.search(rb'"code": ?"([^"]+)"', tail)
+        reason = f"HTTP {status}" + (f" {code.group(1).decode()}" if code else "")
+        return RequestTiming(started, first, finished, status, reason)
     if _DONE not in tail:
         return RequestTiming(started, first, finished, status, "stream ended without [DONE]")
     return RequestTiming(started, first, finished, status)
@@ -276,29 +287,67 @@ def _config(base_url: str, shape: BenchShape) -> dict[str, Any]:
             for n in range(1, shape.layers + 1)
         ],
         "aggregator": {"model": "upstream:aggregator"},
-        "retry": {"max_attempts": 1},
     }
 
 
+def _server_command(config_dir: Path, port: int, shape: BenchShape) -> list[str]:
+    if shape.upstream == "inprocess":
+        entry = "from moa.bench.server import serve_inprocess; serve_inprocess()"
+        return [sys.executable, "-c", entry, json.dumps(shape.__dict__), str(port)]
+    options = ["--port", str(port), "--config-dir", str(config_dir), "--no-presets"]
+    options += ["--workers", str(shape.workers), "--max-concurrency", str(shape.concurrency * 2)]
+    options += ["--log-level", "warning", "--no-access-log"]
+    return [sys.executable, "-c", "from moa.cli.main import main; main()", "serve", *options]
+
+
+class _ScheduledProvider(Provider):
+    """In-process stand-in for the fake upstream: the same timing, no HTTP.
+
+    Tokens are due at fixed offsets from the call's start (as in the fake server), so
+    event-loop lag delays a token without pushing back the ones after it.
+    """
+
+    name = "upstream"
+
+    def __init__(self, shape: BenchShape) -> None:
+        self.shape = shape
+        self.tokens = [f"word{i} " for i in range(shape.tokens)]
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[CompletionChunk]:
+        started = time.perf_counter()
+        shape = self.shape
+        if request.model == "aggregator":
+            step = (shape.latency - shape.first_token) / max(1, len(self.tokens) - 1)
+            due = [shape.first_token + i * step for i in range(len(self.tokens))]
+        else:
+            due = [shape.latency] * len(self.tokens)
+        for token, offset in zip(self.tokens, due, strict=True):
+            delay = started + offset - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            yield CompletionChunk(token)
+        yield CompletionChunk("", Usage(10, len(self.tokens), 1), "stop")
+
+
+def serve_inprocess() -> None:
+    """The server process of ``--upstream inprocess``: scheduled in-process providers."""
+    import uvicorn
+
+    from moa.config import parse_config
+    from moa.engine.mixture import Mixture
+    from moa.providers.registry import ProviderRegistry
+    from moa.server import ServerSettings, create_app
+
+    shape = BenchShape(**json.loads(sys.argv[1]))
+    spec = parse_config(_config("http://unused", shape), "benchmark").spec()
+    registry = ProviderRegistry().add("upstream", _ScheduledProvider(shape))
+    settings = ServerSettings(include_presets=False, max_concurrent_requests=shape.concurrency * 2)
+    app = create_app(settings, mixtures={"bench": Mixture(spec, registry)})
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+
+
 def _start_server(config_dir: Path, port: int, shape: BenchShape) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-c",
-        "from moa.cli.main import main; main()",
-        "serve",
-        "--port",
-        str(port),
-        "--config-dir",
-        str(config_dir),
-        "--no-presets",
-        "--workers",
-        str(shape.workers),
-        "--max-concurrency",
-        str(max(shape.concurrency * 2, 512)),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
+    command = _server_command(config_dir, port, shape)
     env = {**os.environ, "MOA_API_KEYS": ""}
     server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
@@ -408,13 +457,24 @@ def command(
     ] = 0.5,
     tokens: Annotated[int, typer.Option(min=1, help="Tokens of every upstream answer.")] = 40,
     workers: Annotated[int, typer.Option(min=1, help="moa serve worker processes.")] = 1,
+    upstream: Annotated[
+        str,
+        typer.Option(
+            help="http: a fake OpenAI server in its own process, through the real HTTP provider; "
+            "inprocess: fake providers inside the server (the server's own cost, no HTTP client)."
+        ),
+    ] = "http",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Latency the server adds over its upstream, under N concurrent streaming requests."""
     if first_token > latency:
         raise typer.BadParameter("--first-token cannot exceed --latency")
+    if upstream not in ("http", "inprocess"):
+        raise typer.BadParameter("--upstream is http or inprocess")
+    if upstream == "inprocess" and workers != 1:
+        raise typer.BadParameter("--upstream inprocess runs one worker")
     shape = BenchShape(
-        requests, concurrency, ramp, layers, agents, latency, first_token, tokens, workers
+        requests, concurrency, ramp, layers, agents, latency, first_token, tokens, workers, upstream
     )
     report = measure_server(shape)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
