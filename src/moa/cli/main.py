@@ -8,6 +8,7 @@ import typer
 
 from moa import __version__
 from moa.cli.bench import bench_app
+from moa.cli.models import models_app
 from moa.cli.run import chat, run
 from moa.cli.serve import serve
 from moa.cli.strategies import strategies
@@ -29,6 +30,7 @@ app.command("chat")(chat)
 app.command("serve")(serve)
 app.command("strategies")(strategies)
 app.add_typer(bench_app, name="bench")
+app.add_typer(models_app, name="models")
 
 
 def _version(value: bool) -> None:

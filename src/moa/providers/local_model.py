@@ -1,0 +1,261 @@
+"""One GGUF model loaded in-process through llama-cpp-python.
+
+Everything here blocks and runs on a worker thread of
+:class:`~moa.providers.local.LocalProvider`, which makes sure a model serves
+one generation at a time. A :class:`Generation` is the state shared with the
+event loop: a cancel flag checked once per token (and, while the prompt is
+evaluated, inside llama.cpp itself) and the token counts of the call.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from moa.errors import ConfigError, FeatureUnavailableError
+from moa.providers.catalog import verify_file
+from moa.types import GenerationParams, Message
+
+__all__ = ["Generation", "LocalModel", "call_kwargs", "import_llama"]
+
+# Set by the provider from its own fields, or meaningless for a chat answer.
+_MANAGED = frozenset({"self", "messages", "prompt", "suffix", "echo", "stream", "model"})
+_FIELDS = ("temperature", "top_p", "max_tokens", "stop", "seed")
+# Tool calling would turn the answer into a structured call the mixture cannot use.
+_UNSUPPORTED = frozenset(
+    {"functions", "function_call", "tools", "tool_choice", "stopping_criteria"}
+)
+
+
+def import_llama() -> ModuleType:
+    """The ``llama_cpp`` module, or a :class:`ConfigError` saying how to install it."""
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ConfigError(
+            "local models need llama-cpp-python: pip install 'mixture-of-agents[local]'"
+        ) from exc
+    return llama_cpp
+
+
+def call_kwargs(
+    llama_type: Any, params: GenerationParams, *, continue_final: bool
+) -> dict[str, Any]:
+    """Keyword arguments for ``create_chat_completion`` (or ``create_completion`` to continue).
+
+    Unknown ``params.extra`` keys are errors that list the accepted ones.
+    """
+    chat = inspect.signature(llama_type.create_chat_completion).parameters
+    plain = inspect.signature(llama_type.create_completion).parameters
+    accepted = set(chat) - _MANAGED - _UNSUPPORTED - set(_FIELDS)
+    kwargs: dict[str, Any] = {}
+    if continue_final:
+        # Continuing must sample like a fresh chat answer would, whatever the defaults differ in.
+        for key in (set(chat) & set(plain)) - _MANAGED:
+            default = chat[key].default
+            if default is not inspect.Parameter.empty and default != plain[key].default:
+                kwargs[key] = default
+    for key, value in params.extra.items():
+        if key in _FIELDS:
+            raise ConfigError(f"extra parameter {key!r}: set the agent's {key} field instead")
+        if key not in accepted:
+            raise ConfigError(
+                f"local models do not accept the extra parameter {key!r}; "
+                f"accepted: {', '.join(sorted(accepted))}"
+            )
+        if continue_final and key not in plain:
+            raise FeatureUnavailableError(
+                f"extra parameter {key!r} cannot be used when continuing an answer"
+            )
+        kwargs[key] = value
+    for key in _FIELDS:
+        value = getattr(params, key)
+        if value is not None:
+            kwargs[key] = list(value) if key == "stop" else value
+    return kwargs
+
+
+class Generation:
+    """One running call: its cancel flag and its token counts (as llama.cpp counted them)."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+
+class LocalModel:
+    """A GGUF file, loaded on first use. Callers must hold :attr:`busy` around every method."""
+
+    def __init__(
+        self,
+        label: str,
+        path: Path,
+        *,
+        sha256: str | None,
+        n_ctx: int,
+        threads: int,
+    ) -> None:
+        self.label = label
+        self.path = path
+        self.sha256 = sha256
+        self.n_ctx = n_ctx
+        self.threads = threads
+        self.busy = threading.Lock()
+        """Held for the whole of one generation: llama.cpp contexts are not shareable."""
+        self.active: Generation | None = None
+        self._llm: Any = None
+        self._llama_cpp: ModuleType | None = None
+        self._abort_callback: Any = None
+        self._abort_on = False
+
+    @property
+    def loaded(self) -> bool:
+        return self._llm is not None
+
+    def load(self) -> None:
+        """Verify (catalog files) and load the model unless already loaded."""
+        if self._llm is not None:
+            return
+        llama_cpp = import_llama()
+        if self.sha256 is not None:
+            verify_file(self.path, self.sha256, name=self.label)
+        try:
+            llm = llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=self.n_ctx,
+                n_threads=self.threads,
+                n_threads_batch=self.threads,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ConfigError(
+                f"could not load local model {self.label!r} from {self.path}: {exc}"
+            ) from exc
+        if "tokenizer.chat_template" in llm.metadata:
+            # Use the model's own template, the same one continue_final renders with.
+            llm.chat_format = "chat_template.default"
+        self._llama_cpp = llama_cpp
+        self._abort_callback = llama_cpp.ggml_abort_callback(self._should_abort)
+        self._instrument(llm, llama_cpp)
+        self._llm = llm
+
+    def close(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
+    def _should_abort(self, _data: object) -> bool:
+        active = self.active
+        return active is not None and active.cancelled.is_set()
+
+    def _set_abort(self, on: bool) -> None:
+        """Let llama.cpp poll the cancel flag while it evaluates a prompt, and only then.
+
+        The callback runs for every graph node, which is cheap next to a prompt
+        batch but not worth paying for every generated token, where the flag is
+        checked anyway.
+        """
+        if on == self._abort_on or self._llama_cpp is None:
+            return
+        callback = self._abort_callback if on else self._llama_cpp.ggml_abort_callback()
+        self._llama_cpp.llama_set_abort_callback(self._llm.ctx, callback, None)
+        self._abort_on = on
+
+    def _instrument(self, llm: Any, llama_cpp: ModuleType) -> None:
+        """Count tokens and stop on cancellation inside llama.cpp's own token loop.
+
+        Streamed chunks carry no usage and ``create_chat_completion`` takes no
+        stopping criteria, but every call goes through ``Llama.generate``.
+        """
+        original = llm.generate
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+
+        def generate(tokens: Sequence[int], *args: Any, **kwargs: Any) -> Iterator[int]:
+            run = self.active
+            if run is not None:
+                run.prompt_tokens = len(tokens)
+            self._set_abort(run is not None)
+            try:
+                for token in original(tokens, *args, **kwargs):
+                    self._set_abort(False)
+                    if run is not None:
+                        if run.cancelled.is_set():
+                            return
+                        if not llama_cpp.llama_vocab_is_eog(vocab, token):
+                            run.completion_tokens += 1
+                    yield token
+            finally:
+                self._set_abort(False)
+
+        llm.generate = generate
+
+    def generate(
+        self,
+        run: Generation,
+        messages: Sequence[Message],
+        kwargs: Mapping[str, Any],
+        *,
+        continue_final: bool,
+    ) -> Iterator[tuple[str, str | None]]:
+        """Yield ``(text, finish_reason)`` pieces as llama.cpp produces them."""
+        self.load()
+        self.active = run
+        try:
+            if continue_final:
+                stream = self._continue(messages, kwargs)
+                for chunk in stream:
+                    choice = chunk["choices"][0]
+                    yield choice.get("text") or "", choice.get("finish_reason")
+            else:
+                chat = [m.to_dict() for m in messages]
+                stream = self._llm.create_chat_completion(chat, stream=True, **kwargs)
+                for chunk in stream:
+                    choice = chunk["choices"][0]
+                    yield choice["delta"].get("content") or "", choice.get("finish_reason")
+        finally:
+            self.active = None
+
+    def _continue(self, messages: Sequence[Message], kwargs: Mapping[str, Any]) -> Any:
+        """Render the conversation up to the partial answer with the model's template, then go on.
+
+        llama.cpp keeps the evaluated prefix of the previous call, so continuing
+        an answer that grew by a few tokens only evaluates those tokens.
+        """
+        assert self._llama_cpp is not None
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise FeatureUnavailableError(
+                f"local model {self.label!r} has no chat template, so an answer cannot be continued"
+            )
+        llm = self._llm
+        formatter = self._llama_cpp.llama_chat_format.Jinja2ChatFormatter(
+            template=template,
+            eos_token=_token_text(llm, llm.token_eos()),
+            bos_token=_token_text(llm, llm.token_bos()),
+            add_generation_prompt=True,
+            stop_token_ids=[llm.token_eos()],
+        )
+        rendered = formatter(messages=[m.to_dict() for m in messages[:-1]])
+        prompt = llm.tokenize(
+            (rendered.prompt + messages[-1].content).encode("utf-8"),
+            add_bos=not rendered.added_special,
+            special=True,
+        )
+        options = dict(kwargs)
+        if rendered.stop:
+            extra_stop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop]
+            options["stop"] = [*options.get("stop", []), *extra_stop]
+        return llm.create_completion(
+            prompt=prompt, stream=True, stopping_criteria=rendered.stopping_criteria, **options
+        )
+
+
+def _token_text(llm: Any, token: int) -> str:
+    if token < 0:
+        return ""
+    return bytes(llm.detokenize([token], special=True)).decode("utf-8", errors="replace")
