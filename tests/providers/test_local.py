@@ -311,7 +311,7 @@ def smollm2() -> Iterator[LocalProvider]:
         pytest.skip(f"SmolLM2-135M is not at {path}; run: moa models pull smollm2-135m")
     provider = LocalProvider(settings=LocalSettings(n_ctx=2048))
     yield provider
-    asyncio.run(provider.aclose())
+    asyncio.run(provider.unload())
 
 
 @pytest.mark.slow
@@ -384,3 +384,12 @@ async def test_real_cancellation_stops_early(smollm2: LocalProvider) -> None:
     smollm2._gate.release()
     after = await smollm2.complete(request("smollm2-135m", max_tokens=4))
     assert after.usage.completion_tokens <= 4
+
+
+@pytest.mark.slow
+async def test_models_stay_loaded_across_aclose(smollm2: LocalProvider) -> None:
+    await smollm2.complete(request("smollm2-135m", max_tokens=4, temperature=0.0))
+    loaded = dict(smollm2._models)
+    await smollm2.aclose()  # what the sync facade does after every call
+    await smollm2.complete(request("smollm2-135m", max_tokens=4, temperature=0.0))
+    assert loaded and smollm2._models == loaded

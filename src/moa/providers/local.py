@@ -60,6 +60,7 @@ class LocalProvider(Provider):
     """In-process GGUF models; see the module docstring."""
 
     supports_continue = True
+    prefers_streaming = True
 
     def __init__(self, name: str = "local", settings: LocalSettings | None = None) -> None:
         self.name = name
@@ -186,6 +187,13 @@ class LocalProvider(Provider):
             post(_END)
 
     async def aclose(self) -> None:
+        """Nothing is bound to an event loop here; loaded models stay for the next call.
+
+        The sync facade closes providers after every call, and reloading a model
+        each time would cost seconds: :meth:`unload` frees them explicitly.
+        """
+
+    async def unload(self) -> None:
         """Stop running generations and free every loaded model."""
         with self._models_lock:
             models = list(self._models.values())
