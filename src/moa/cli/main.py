@@ -8,6 +8,7 @@ import typer
 
 from moa import __version__
 from moa.cli.bench import bench_app
+from moa.cli.eval import eval_command
 from moa.cli.models import models_app
 from moa.cli.run import chat, run
 from moa.cli.serve import serve
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.command("run")(run)
 app.command("chat")(chat)
+app.command("eval")(eval_command)
 app.command("serve")(serve)
 app.command("strategies")(strategies)
 app.add_typer(bench_app, name="bench")

@@ -1,0 +1,318 @@
+"""A persistent call cache: wrap any provider so that a repeated call costs nothing.
+
+The key of a call is its provider name, model, messages and every sampling
+parameter (seed and ``extra`` included); the value is the completion text,
+its usage and finish reason, and how long the original call took. Reuse is
+deterministic by design: a call with ``temperature > 0`` and no seed is cached
+by its key like any other, so a rerun gets back the very same sample instead
+of drawing a new one. That is what makes a resumed evaluation free; give
+distinct seeds to calls that must be distinct samples.
+
+>>> store = SQLiteCallStore("calls.sqlite")                         # doctest: +SKIP
+>>> registry = CachingRegistry(store=store).add("fake", FakeProvider())  # doctest: +SKIP
+
+Only completed calls are stored: errors, cancellations and interrupted streams
+never are. Identical calls running at the same time are made once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moa.errors import ConfigError
+from moa.providers.base import Provider
+from moa.providers.registry import ProviderRegistry
+from moa.providers.settings import LocalSettings, ProviderSettings
+from moa.types import Completion, CompletionChunk, CompletionRequest, Usage, estimate_tokens
+
+__all__ = [
+    "CacheHit",
+    "CachedCall",
+    "CachedProvider",
+    "CachingRegistry",
+    "SQLiteCallStore",
+    "cache_key",
+    "recording_hits",
+]
+
+_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CachedCall:
+    """What the cache keeps of one completed call."""
+
+    text: str
+    usage: Usage | None
+    """``None`` when the provider reported none (the engine then estimates it, as it did)."""
+    finish_reason: str | None
+    latency_s: float
+    ttft_s: float | None = None
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """A call answered from the cache, with the timing of the call that filled it."""
+
+    provider: str
+    model: str
+    text: str
+    latency_s: float
+    ttft_s: float | None
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+# Hits are reported to whoever opened ``recording_hits`` in the current task
+# (child tasks inherit the context), so concurrent runs never see each other's hits.
+_HITS: ContextVar[list[CacheHit] | None] = ContextVar("moa_cache_hits", default=None)
+
+
+@contextmanager
+def recording_hits() -> Iterator[list[CacheHit]]:
+    """Collect the cache hits of every call made inside the block (and its child tasks)."""
+    hits: list[CacheHit] = []
+    token = _HITS.set(hits)
+    try:
+        yield hits
+    finally:
+        _HITS.reset(token)
+
+
+def cache_key(provider: str, request: CompletionRequest) -> str:
+    """A stable digest of everything that determines a call's answer."""
+    params = request.params
+    payload: dict[str, Any] = {
+        "v": _SCHEMA_VERSION,
+        "provider": provider,
+        "model": request.model,
+        "messages": [m.to_dict() for m in request.messages],
+        "continue_final": request.continue_final,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "max_tokens": params.max_tokens,
+        "stop": list(params.stop) if params.stop is not None else None,
+        "seed": params.seed,
+        "extra": _jsonable(params.extra),
+    }
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
+
+
+class SQLiteCallStore:
+    """Completed calls in one SQLite file, safe to share between threads and processes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS calls ("
+                    " key TEXT PRIMARY KEY, provider TEXT, model TEXT, text TEXT,"
+                    " prompt_tokens INTEGER, completion_tokens INTEGER, calls INTEGER,"
+                    " finish_reason TEXT, latency_s REAL, ttft_s REAL, created REAL)"
+                )
+                conn.commit()
+            except sqlite3.Error as exc:
+                raise ConfigError(
+                    f"cannot open the call cache {str(self.path)!r}: {exc}; "
+                    "give another path or disable the cache"
+                ) from exc
+            self._conn = conn
+        return self._conn
+
+    def get(self, key: str) -> CachedCall | None:
+        with self._lock:
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT text, prompt_tokens, completion_tokens, calls, finish_reason,"
+                    " latency_s, ttft_s FROM calls WHERE key = ?",
+                    (key,),
+                )
+                .fetchone()
+            )
+        if row is None:
+            return None
+        text, prompt, completion, calls, finish, latency, ttft = row
+        usage = None if prompt is None else Usage(prompt, completion, calls)
+        return CachedCall(text, usage, finish, latency, ttft)
+
+    def put(self, key: str, provider: str, model: str, call: CachedCall) -> None:
+        usage = call.usage
+        with self._lock:
+            conn = self._connection()
+            conn.execute(
+                "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    provider,
+                    model,
+                    call.text,
+                    None if usage is None else usage.prompt_tokens,
+                    None if usage is None else usage.completion_tokens,
+                    None if usage is None else usage.calls,
+                    call.finish_reason,
+                    call.latency_s,
+                    call.ttft_s,
+                    time.time(),
+                ),
+            )
+            conn.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            (count,) = self._connection().execute("SELECT COUNT(*) FROM calls").fetchone()
+        return int(count)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+class CachedProvider(Provider):
+    """``inner`` behind the call cache ``store``; answers a repeated call without calling it."""
+
+    def __init__(self, inner: Provider, store: SQLiteCallStore, *, name: str | None = None) -> None:
+        self.inner = inner
+        self.store = store
+        self.name = name or inner.name
+        """The provider name in model ids; part of every cache key."""
+        self.max_concurrency = inner.max_concurrency
+        self.supports_continue = inner.supports_continue  # type: ignore[misc]
+        self.hits = 0
+        self.misses = 0
+        self._pending: dict[str, asyncio.Event] = {}
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        key = cache_key(self.name, request)
+        cached = await self._lookup(key, request)
+        if cached is not None:
+            usage = cached.usage or _estimated(request, cached.text)
+            return Completion(cached.text, usage, cached.finish_reason, request.model)
+        with self._filling(key):
+            started = time.perf_counter()
+            completion = await self.inner.complete(request)
+            latency = time.perf_counter() - started
+            call = CachedCall(
+                completion.text, completion.usage, completion.finish_reason, latency, None
+            )
+            self.store.put(key, self.name, request.model, call)
+            return completion
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[CompletionChunk]:
+        key = cache_key(self.name, request)
+        cached = await self._lookup(key, request)
+        if cached is not None:
+            yield CompletionChunk(cached.text, cached.usage, cached.finish_reason)
+            return
+        with self._filling(key):
+            started = time.perf_counter()
+            first: float | None = None
+            parts: list[str] = []
+            usage: Usage | None = None
+            finish: str | None = None
+            async for chunk in self.inner.stream(request):
+                if chunk.text and first is None:
+                    first = time.perf_counter() - started
+                parts.append(chunk.text)
+                usage = chunk.usage or usage
+                finish = chunk.finish_reason or finish
+                yield chunk
+            latency = time.perf_counter() - started
+            call = CachedCall("".join(parts), usage, finish, latency, first)
+            self.store.put(key, self.name, request.model, call)
+
+    async def _lookup(self, key: str, request: CompletionRequest) -> CachedCall | None:
+        # An identical call in flight will fill the cache: wait for it instead of repeating it.
+        while (pending := self._pending.get(key)) is not None:
+            await pending.wait()
+        cached = self.store.get(key)
+        if cached is not None:
+            self.hits += 1
+            hits = _HITS.get()
+            if hits is not None:
+                hits.append(
+                    CacheHit(self.name, request.model, cached.text, cached.latency_s, cached.ttft_s)
+                )
+        return cached
+
+    @contextmanager
+    def _filling(self, key: str) -> Iterator[None]:
+        """Mark ``key`` as being computed; identical calls wait until this block ends."""
+        self.misses += 1
+        done = self._pending[key] = asyncio.Event()
+        try:
+            yield
+        finally:
+            del self._pending[key]
+            done.set()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def __repr__(self) -> str:
+        return f"CachedProvider({self.inner!r}, {str(self.store.path)!r})"
+
+
+def _estimated(request: CompletionRequest, text: str) -> Usage:
+    prompt = sum(estimate_tokens(m.content) for m in request.messages)
+    return Usage(prompt, estimate_tokens(text), 1)
+
+
+class CachingRegistry(ProviderRegistry):
+    """A :class:`ProviderRegistry` whose every provider answers through one call cache."""
+
+    def __init__(
+        self,
+        settings: Mapping[str, ProviderSettings] | None = None,
+        local: LocalSettings | None = None,
+        *,
+        store: SQLiteCallStore,
+    ) -> None:
+        super().__init__(settings, local)
+        self.store = store
+        self._cached: dict[str, CachedProvider] = {}
+
+    def get(self, name: str) -> Provider:
+        inner = super().get(name)
+        cached = self._cached.get(name)
+        if cached is None or cached.inner is not inner:
+            cached = self._cached[name] = CachedProvider(inner, self.store, name=name)
+        return cached
+
+    def cached(self) -> list[CachedProvider]:
+        """The cache wrappers made so far (their ``hits``/``misses`` count calls)."""
+        return list(self._cached.values())
