@@ -1,0 +1,266 @@
+"""``moa eval``: compare systems on a benchmark, with baselines, a cache and a report."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from moa.cli.common import reporting_errors
+from moa.errors import ConfigError
+
+__all__ = ["eval_command"]
+
+
+def _parse_positions(text: str | None) -> list[int]:
+    """``"0-9,15"`` → ``[0, ..., 9, 15]``."""
+    if not text:
+        return []
+    positions: list[int] = []
+    try:
+        for part in text.split(","):
+            start, _, end = part.strip().partition("-")
+            positions += range(int(start), int(end) + 1) if end else [int(start)]
+    except ValueError as exc:
+        raise ConfigError(f"--items {text!r}: use positions and ranges like 0-99,150") from exc
+    return positions
+
+
+class _ProgressObserver:
+    """A rich progress bar on a terminal; one plain line per item otherwise (logs, nohup)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live = console.is_terminal
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not self.live,
+        )
+        self.task_id = self.progress.add_task("eval", total=None)
+        self.total = 0
+        self.done = 0
+        self.fresh = 0
+        self.started = time.monotonic()
+
+    def start(self, total: int, done: int) -> None:
+        first = self.total == 0
+        self.total, self.done = total, done
+        self.progress.update(self.task_id, total=total, completed=done)
+        if first:
+            self.progress.start()
+            if done:
+                self.console.print(f"resuming: {done} of {total} items already done")
+
+    def phase(self, text: str) -> None:
+        self.progress.update(self.task_id, description=text)
+        if not self.live:
+            self.console.print(f"== {text}")
+
+    def finished(self, record: dict[str, Any]) -> None:
+        self.done += 1
+        self.fresh += 1
+        self.progress.advance(self.task_id)
+        if self.live:
+            return
+        per_item = (time.monotonic() - self.started) / self.fresh
+        eta = per_item * max(0, self.total - self.done)
+        score = record.get("score")
+        shown = "error" if record.get("error") else ("–" if score is None else f"{score:g}")
+        self.console.print(
+            f"[{self.done}/{self.total}] {record['system']} item {record['item_id']}: "
+            f"score {shown}, {record.get('latency_s', 0):.1f}s; ETA {eta / 60:.0f} min",
+            highlight=False,
+        )
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def eval_command(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Argument(help="gsm8k, mmlu, alpaca_eval or mt_bench.")],
+    data: Annotated[
+        str | None,
+        typer.Option("--data", "-d", help="Data file or folder, or hf:REPO[:CONFIG][@SPLIT]."),
+    ] = None,
+    system: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--system", "-s", help="A preset, config file or provider:model id (repeatable)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default runs/TASK).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="Items to run.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --shuffle and of the sampling seeds.")] = 0,
+    shuffle: Annotated[bool, typer.Option(help="Shuffle the items before --limit.")] = False,
+    items: Annotated[
+        str | None, typer.Option("--items", help="Item positions, e.g. 0-99,150.")
+    ] = None,
+    subset: Annotated[
+        list[str] | None,
+        typer.Option(help="Only these categories (MMLU subject, MT-Bench category; repeatable)."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Items in flight at once.")] = 1,
+    no_baselines: Annotated[
+        bool,
+        typer.Option(
+            "--no-baselines", help="Skip the automatic baselines (models alone, Self-MoA)."
+        ),
+    ] = False,
+    judge: Annotated[
+        str | None,
+        typer.Option(help="Judge for alpaca_eval/mt_bench: model id, preset or config file."),
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(help="Reference outputs (alpaca_eval) or reference answers (mt_bench)."),
+    ] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(help="A folder of prompt files replacing the shipped ones by name."),
+    ] = None,
+    cache: Annotated[
+        Path, typer.Option(help="The call cache (SQLite) shared by every run.")
+    ] = Path("~/.cache/moa/calls.sqlite"),
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Call every model anew.")] = False,
+    max_tokens: Annotated[
+        int, typer.Option(min=1, help="max_tokens of single models and Self-MoA.")
+    ] = 512,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, help="Temperature of single models.")
+    ] = 0.0,
+    samples: Annotated[int, typer.Option(min=1, help="Self-MoA: samples aggregated.")] = 4,
+    sample_temperature: Annotated[
+        float, typer.Option(min=0.0, help="Self-MoA: temperature of the samples.")
+    ] = 0.7,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=1.0, help="Seconds one call may take, for every system (slow CPUs)."),
+    ] = None,
+    report_every: Annotated[
+        int, typer.Option(min=0, help="Refresh the report every N items (0: at the end).")
+    ] = 25,
+    report_only: Annotated[
+        bool, typer.Option("--report-only", help="Only rebuild the report of --out.")
+    ] = False,
+) -> None:
+    """Evaluate systems on TASK; per-item JSONL, report and plots go to --out.
+
+    Every model call goes through a persistent cache, so rerunning the same
+    command resumes an interrupted run without repeating any call.
+    """
+    console = Console(stderr=True, highlight=False)
+    with reporting_errors():
+        folder = out or Path("runs") / task
+        if report_only:
+            _report(folder, console)
+            return
+        if data is None:
+            raise ConfigError(f"give --data with the {task} file (or hf:REPO for Hugging Face)")
+        from moa.eval.runner import EvalOptions, EvalRun
+        from moa.eval.systems import GenerationSettings
+
+        options = EvalOptions(
+            task=task,
+            data=data,
+            out=folder,
+            systems=system or [],
+            reference=reference,
+            limit=limit,
+            seed=seed,
+            shuffle=shuffle,
+            subset=subset or [],
+            indices=_parse_positions(items),
+            concurrency=concurrency,
+            baselines=not no_baselines,
+            judge=judge,
+            cache=None if no_cache else cache,
+            generation=GenerationSettings(
+                max_tokens=max_tokens,
+                temperature=temperature,
+                seed=seed,
+                samples=samples,
+                sample_temperature=sample_temperature,
+            ),
+            prompts_dir=prompts,
+            timeout=timeout,
+            report_every=report_every,
+            command=_command_line(ctx),
+        )
+        run = EvalRun(options)
+        names = ", ".join(s.name for s in run.systems)
+        console.print(
+            f"{len(run.items)} items × systems: {names} (+ Self-MoA of the best single)"
+            if run.self_moa_wanted
+            else f"{len(run.items)} items × systems: {names}"
+        )
+        observer = _ProgressObserver(console)
+        try:
+            run.run(observer)
+        except KeyboardInterrupt:
+            observer.stop()
+            console.print("[yellow]interrupted[/]: finished items are kept; rerun to resume")
+            _report(folder, console)
+            raise typer.Exit(130) from None
+        observer.stop()
+        _report(folder, console)
+
+
+def _command_line(ctx: typer.Context) -> str:
+    """The command as the user gave it (options in a fixed order), to reproduce the run."""
+    words = ["moa", "eval"]
+    for param in ctx.command.params:
+        name = param.name or ""
+        source = ctx.get_parameter_source(name)
+        if source is None or source.name != "COMMANDLINE":
+            continue
+        value = ctx.params[name]
+        if param.param_type_name == "argument":
+            words.append(str(value))
+            continue
+        flag = max(param.opts, key=len)
+        if isinstance(value, bool):
+            words.append(flag if value else (param.secondary_opts or [flag])[0])
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                words += [flag, str(item)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def _report(folder: Path, console: Console) -> None:
+    try:
+        from moa.eval.report import write_report
+    except ImportError as exc:
+        raise ConfigError(
+            "the report needs numpy and matplotlib: pip install 'mixture-of-agents[eval]'"
+        ) from exc
+    summary = write_report(folder)
+    for system in sorted(summary.systems, key=lambda s: -(s.score.mean if s.score else -1)):
+        if system.score is not None:
+            console.print(
+                f"  {system.name}: {system.score.mean:.1f} "
+                f"[{system.score.low:.1f}, {system.score.high:.1f}] over {system.n} items"
+            )
+    console.print(f"report: {folder / 'report.md'}")

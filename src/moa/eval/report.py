@@ -1,0 +1,339 @@
+"""The report of a run: ``report.md``, ``summary.json`` and PNG plots in ``plots/``.
+
+Everything is computed from the output directory alone, so the report can be
+refreshed while a run is still going, or rebuilt later with ``--report-only``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from moa.eval.export import write_model_outputs
+from moa.eval.stats import Estimate
+from moa.eval.summary import RunSummary, SystemSummary, load_run, summarize
+
+__all__ = ["render_markdown", "write_plots", "write_report"]
+
+_TITLES = {
+    "exact": "accuracy %",
+    "pairwise": "win rate % vs reference",
+    "graded": "mean rating (1-10)",
+}
+
+
+def write_report(out: Path) -> RunSummary:
+    """Write ``report.md``, ``summary.json``, ``plots/*.png`` (+ AlpacaEval files) to ``out``."""
+    info, records = load_run(out)
+    summary = summarize(info, records)
+    (out / "summary.json").write_text(
+        json.dumps(summary.to_dict(), indent=2, default=_jsonable) + "\n", "utf-8"
+    )
+    plots = write_plots(summary, out / "plots")
+    if summary.kind == "pairwise":
+        write_model_outputs(info, records, out / "model_outputs")
+    (out / "report.md").write_text(render_markdown(summary, plots, out), "utf-8")
+    return summary
+
+
+def _jsonable(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else str(value)
+
+
+# -- markdown -------------------------------------------------------------------------------
+
+
+def _ci(estimate: Estimate | None, digits: int = 1) -> str:
+    if estimate is None or math.isnan(estimate.mean):
+        return "–"
+    return f"{estimate.mean:.{digits}f} [{estimate.low:.{digits}f}, {estimate.high:.{digits}f}]"
+
+
+def _signed(estimate: Estimate | None, digits: int = 1) -> str:
+    if estimate is None or math.isnan(estimate.mean):
+        return "–"
+    return f"{estimate.mean:+.{digits}f} [{estimate.low:+.{digits}f}, {estimate.high:+.{digits}f}]"
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def _composition(system: SystemSummary) -> str:
+    layers = system.description.get("layers", [])
+    aggregator = system.description.get("aggregator", "")
+    if not layers:
+        return f"`{aggregator}`"
+    shown = " → ".join("[" + ", ".join(_short(m) for m in layer) + "]" for layer in layers)
+    return f"{shown} → `{_short(aggregator)}`"
+
+
+def _short(model_id: str) -> str:
+    return model_id.split(":", 1)[-1]
+
+
+def render_markdown(summary: RunSummary, plots: list[Path], out: Path) -> str:
+    info = summary.info
+    kind = summary.kind
+    digits = 2 if summary.scale == "rating" else 1
+    title = _TITLES.get(kind, "score")
+    lines = [
+        f"# {info.get('task')} evaluation",
+        "",
+        f"- Data: `{info.get('data')}`, {info.get('items')} items "
+        f"({summary.common_items} finished by every system so far).",
+        f"- Command: `{info.get('command')}`",
+    ]
+    if info.get("judge"):
+        lines.append(f"- Judge: `{info.get('judge')}`")
+    if summary.best_single:
+        lines.append(f"- Best single model: **{summary.best_single}**.")
+    lines += ["", "## Results", ""]
+    header = ["system", "composition", "n", f"{title} (95% CI)", "Δ vs best single (95% CI)"]
+    if kind == "exact":
+        header += ["majority vote %", "oracle %"]
+    if kind == "pairwise":
+        header += ["win rate ± SE", "LC win rate ± SE"]
+    header += [
+        "calls/item",
+        "tokens/item (prompt + completion)",
+        "cost/item $",
+        "latency p50 / p95 s",
+    ]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    ordered = sorted(summary.systems, key=lambda s: -(s.score.mean if s.score else -math.inf))
+    for system in ordered:
+        row = [
+            f"**{system.name}**" if system.name == summary.best_single else system.name,
+            _composition(system),
+            str(system.n) + (f" ({system.errors} failed)" if system.errors else ""),
+            _ci(system.score, digits),
+            _signed(system.versus_best, digits),
+        ]
+        if kind == "exact":
+            row += [_ci(system.vote), _ci(system.oracle)]
+        if kind == "pairwise":
+            row += [_pm(system.win_rate), _pm(system.lc_win_rate)]
+        row += [
+            _num(system.calls),
+            f"{_num(system.prompt_tokens, 0)} + {_num(system.completion_tokens, 0)}",
+            "–" if system.cost is None else f"{system.cost:.5f}",
+            f"{_num(system.latency_p50)} / {_num(system.latency_p95)}",
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += [""]
+    if summary.any_oracle is not None:
+        lines.append(
+            f"Oracle over every system and call (some answer on the item was right): "
+            f"{_ci(summary.any_oracle)} %."
+        )
+        lines.append("")
+    categories = _category_table(summary, digits)
+    lines += categories
+    if plots:
+        lines += ["## Plots", ""]
+        lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in plots]
+        lines.append("")
+    lines += _notes(summary)
+    return "\n".join(lines) + "\n"
+
+
+def _pm(value: tuple[float, float] | None) -> str:
+    if value is None or math.isnan(value[0]):
+        return "–"
+    return f"{value[0]:.1f} ± {value[1]:.1f}"
+
+
+def _category_table(summary: RunSummary, digits: int) -> list[str]:
+    names = sorted({c for s in summary.systems for c in s.categories})
+    if not names:
+        return []
+    lines = ["## By category", "", "| system | " + " | ".join(names) + " |"]
+    lines.append("|" + "---|" * (len(names) + 1))
+    for system in summary.systems:
+        cells = [_num(system.categories.get(c), digits) for c in names]
+        lines.append(f"| {system.name} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _notes(summary: RunSummary) -> list[str]:
+    kind = summary.kind
+    lines = ["## How to read this", ""]
+    if kind == "exact":
+        lines.append(
+            "- Accuracy: the final answer is read from the reply (explicit 'the answer is', "
+            "`####`, `\\boxed{}`, else the last number of the last prose line) and compared "
+            "with the gold answer. Wilson 95% intervals."
+        )
+        lines.append(
+            "- Majority vote: the most common answer among the first layer's proposers "
+            "(no extra calls; ties go to the first proposer). Oracle: the item counts when "
+            "any call of the system (any proposer or the aggregator) was right, an upper "
+            "bound for a perfect aggregator."
+        )
+    if kind == "pairwise":
+        lines.append(
+            "- Each output is judged against the reference twice, in both orders; a split "
+            "counts half. LC: logistic regression of the preference on the (squashed) length "
+            "difference, reported at zero difference."
+        )
+    if kind == "graded":
+        lines.append(
+            "- The judge rates each turn 1-10; math, reasoning and coding use the reference answer."
+        )
+    lines.append(
+        "- Δ vs best single: paired difference on the items both systems finished, "
+        "bootstrap 95% interval."
+    )
+    lines.append(
+        "- Tokens, calls and latency are per item and count every call of the system "
+        "(judge calls excluded). Latency of items whose calls came from the call cache is "
+        "rebuilt from the original call durations along the critical path."
+    )
+    failed = [s for s in summary.systems if s.errors]
+    if failed:
+        lines.append(
+            "- Failed items count as wrong: "
+            + ", ".join(f"{s.name} {s.errors}" for s in failed)
+            + "."
+        )
+    return [*lines, ""]
+
+
+# -- plots ------------------------------------------------------------------------------------
+
+
+def write_plots(summary: RunSummary, folder: Path) -> list[Path]:
+    """Scores with intervals, tokens and latency, and the two quality/cost trade-offs."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return []
+    systems = [s for s in summary.systems if s.score is not None]
+    if not systems:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, draw in (
+        ("scores", _plot_scores),
+        ("tokens_latency", _plot_costs),
+        ("quality_vs_cost", _plot_quality_vs_cost),
+        ("quality_vs_latency", _plot_quality_vs_latency),
+    ):
+        figure = Figure(figsize=(8, 0.5 * len(systems) + 2.5) if name == "scores" else (8, 5))
+        FigureCanvasAgg(figure)
+        draw(figure, systems, summary)
+        figure.tight_layout()
+        path = folder / f"{name}.png"
+        figure.savefig(path, dpi=110)
+        paths.append(path)
+    return paths
+
+
+def _label(summary: RunSummary) -> str:
+    return _TITLES.get(summary.kind, "score")
+
+
+def _plot_scores(figure: Any, systems: list[SystemSummary], summary: RunSummary) -> None:
+    ax = figure.add_subplot(1, 1, 1)
+    ordered = sorted(systems, key=lambda s: s.score.mean if s.score else 0)
+    y = list(range(len(ordered)))
+    means = [s.score.mean for s in ordered if s.score]
+    errors = [
+        [max(0.0, s.score.mean - s.score.low) for s in ordered if s.score],
+        [max(0.0, s.score.high - s.score.mean) for s in ordered if s.score],
+    ]
+    ax.barh(y, means, xerr=errors, color="#4c78a8", capsize=4, label=_label(summary))
+    oracle = [(i, s.oracle.mean) for i, s in enumerate(ordered) if s.oracle]
+    if oracle:
+        ax.scatter(
+            [o[1] for o in oracle],
+            [o[0] for o in oracle],
+            marker="D",
+            color="#e45756",
+            label="oracle (some call right)",
+            zorder=3,
+        )
+    vote = [(i, s.vote.mean) for i, s in enumerate(ordered) if s.vote]
+    if vote:
+        ax.scatter(
+            [v[1] for v in vote],
+            [v[0] for v in vote],
+            marker="x",
+            color="black",
+            label="majority vote",
+            zorder=3,
+        )
+    ax.set_yticks(y, [s.name for s in ordered])
+    ax.set_xlabel(f"{_label(summary)} (bars: 95% CI)")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _plot_costs(figure: Any, systems: list[SystemSummary], summary: RunSummary) -> None:
+    left = figure.add_subplot(1, 2, 1)
+    right = figure.add_subplot(1, 2, 2)
+    names = [s.name for s in systems]
+    y = list(range(len(systems)))
+    prompt = [0 if math.isnan(s.prompt_tokens) else s.prompt_tokens for s in systems]
+    completion = [0 if math.isnan(s.completion_tokens) else s.completion_tokens for s in systems]
+    left.barh(y, prompt, color="#9ecae9", label="prompt")
+    left.barh(y, completion, left=prompt, color="#3182bd", label="completion")
+    left.set_yticks(y, names)
+    left.set_xlabel("tokens per item")
+    left.legend(fontsize="small")
+    p50 = [0 if math.isnan(s.latency_p50) else s.latency_p50 for s in systems]
+    p95 = [0 if math.isnan(s.latency_p95) else s.latency_p95 for s in systems]
+    right.barh([i + 0.2 for i in y], p50, height=0.4, color="#54a24b", label="p50")
+    right.barh([i - 0.2 for i in y], p95, height=0.4, color="#b279a2", label="p95")
+    right.set_yticks(y, ["" for _ in names])
+    right.set_xlabel("latency per item (s)")
+    right.legend(fontsize="small")
+
+
+def _cost_axis(systems: list[SystemSummary]) -> tuple[list[float], str]:
+    if all(s.cost is not None for s in systems):
+        return [float(s.cost or 0.0) for s in systems], "cost per item ($)"
+    return [s.tokens for s in systems], "tokens per item (no prices configured)"
+
+
+def _plot_quality_vs_cost(figure: Any, systems: list[SystemSummary], summary: RunSummary) -> None:
+    xs, label = _cost_axis(systems)
+    _tradeoff(figure, systems, summary, xs, label)
+
+
+def _plot_quality_vs_latency(
+    figure: Any, systems: list[SystemSummary], summary: RunSummary
+) -> None:
+    _tradeoff(figure, systems, summary, [s.latency_p50 for s in systems], "latency p50 (s)")
+
+
+def _tradeoff(
+    figure: Any, systems: list[SystemSummary], summary: RunSummary, xs: list[float], label: str
+) -> None:
+    from moa.eval.stats import pareto_front
+
+    ax = figure.add_subplot(1, 1, 1)
+    ys = [s.score.mean if s.score else math.nan for s in systems]
+    low = [max(0.0, y - s.score.low) if s.score else 0 for y, s in zip(ys, systems, strict=True)]
+    high = [max(0.0, s.score.high - y) if s.score else 0 for y, s in zip(ys, systems, strict=True)]
+    ax.errorbar(xs, ys, yerr=[low, high], fmt="o", color="#4c78a8", capsize=3, alpha=0.8)
+    for x, y, system in zip(xs, ys, systems, strict=True):
+        ax.annotate(system.name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    front = pareto_front(list(zip(xs, ys, strict=True)))
+    if front:
+        ax.step(
+            [xs[i] for i in front],
+            [ys[i] for i in front],
+            where="post",
+            color="#e45756",
+            label="Pareto front",
+            linestyle="--",
+        )
+        ax.legend(fontsize="small")
+    ax.set_xlabel(label)
+    ax.set_ylabel(_label(summary))
+    ax.grid(alpha=0.3)

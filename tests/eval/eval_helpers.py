@@ -1,0 +1,28 @@
+"""Arithmetic "models" of known strength for the evaluation tests."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from moa.types import CompletionRequest
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "eval"
+GOLD = {"Tom": 7, "box": 60, "Sara": 750, "train": 180, "Ben": 12, "friends": 10000}
+
+
+def _gold(request: CompletionRequest) -> int:
+    question = request.messages[-1].content
+    return next(value for word, value in GOLD.items() if word in question)
+
+
+def arithmetic(request: CompletionRequest) -> str:
+    """``strong`` is always right, ``weak`` right on even answers, ``agg`` trusts references."""
+    gold = _gold(request)
+    if request.model == "strong":
+        return f"Let me compute.\nThe answer is {gold:,}"
+    if request.model == "weak":
+        return f"The answer is {gold if gold % 20 == 0 else gold + 1}"
+    system = request.messages[0].content if request.messages[0].role == "system" else ""
+    found = re.findall(r"The answer is ([\d,]+)", system)
+    return f"The answer is {found[-1]}" if found else "I am not sure."

@@ -1,0 +1,102 @@
+"""``moa eval`` from the command line, over a fake provider kind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from eval_helpers import FIXTURES, arithmetic
+from typer.testing import CliRunner
+
+from moa.cli.main import app
+from moa.providers.registry import register_kind
+from moa.testing import FunctionProvider
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def provider() -> FunctionProvider:
+    fake = FunctionProvider(arithmetic, name="fake")
+    register_kind("eval-cli-fake", lambda name, settings, local: fake)
+    return fake
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "mix.yaml"
+    path.write_text(
+        "name: mix\n"
+        "providers:\n  fake: {kind: eval-cli-fake}\n"
+        'layers:\n  - [{model: "fake:weak"}, {model: "fake:strong"}]\n'
+        'aggregator: {model: "fake:agg"}\n'
+    )
+    return path
+
+
+def _eval(tmp_path: Path, config: Path, *extra: str) -> tuple[int, str]:
+    args = [
+        "eval",
+        "gsm8k",
+        "--data",
+        str(FIXTURES / "gsm8k_mini.jsonl"),
+        "--system",
+        str(config),
+        "--out",
+        str(tmp_path / "out"),
+        "--cache",
+        str(tmp_path / "calls.sqlite"),
+        *extra,
+    ]
+    result = runner.invoke(app, args)
+    return result.exit_code, result.stderr
+
+
+def test_eval_runs_reports_and_resumes(
+    tmp_path: Path, config: Path, provider: FunctionProvider
+) -> None:
+    code, err = _eval(tmp_path, config, "--limit", "4")
+    assert code == 0, err
+    assert "report:" in err and "mix:" in err
+    out = tmp_path / "out"
+    records = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    # mix + its three models alone + Self-MoA of the best one, on 4 items each.
+    assert len(records) == 5 * 4
+    assert (out / "report.md").is_file() and (out / "plots" / "scores.png").is_file()
+    info = json.loads((out / "run.json").read_text())
+    assert info["command"].startswith("moa eval gsm8k")
+    calls = len(provider.calls)
+    code, err = _eval(tmp_path, config, "--limit", "4")
+    assert code == 0 and "resuming: 20 of 20" in err
+    assert len(provider.calls) == calls
+
+
+def test_report_only_rebuilds_from_the_folder(
+    tmp_path: Path, config: Path, provider: FunctionProvider
+) -> None:
+    assert _eval(tmp_path, config, "--limit", "2", "--no-baselines")[0] == 0
+    (tmp_path / "out" / "report.md").unlink()
+    result = runner.invoke(app, ["eval", "gsm8k", "--report-only", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0
+    assert (tmp_path / "out" / "report.md").is_file()
+
+
+def test_clear_errors(tmp_path: Path, config: Path) -> None:
+    result = runner.invoke(app, ["eval", "gsm8k", "--system", str(config)])
+    assert result.exit_code == 2 and "--data" in result.stderr
+    result = runner.invoke(app, ["eval", "nope", "--data", "x.jsonl"])
+    assert result.exit_code == 2 and "unknown task" in result.stderr
+    code, err = _eval(tmp_path, config, "--items", "1-x")
+    assert code == 2 and "--items" in err
+
+
+def test_every_option_in_the_docs_exists() -> None:
+    import re
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "evaluation.md").read_text()
+    help_text = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "200"}).stdout
+    mentioned = set(re.findall(r"`(?:moa eval [^`]*?)?(--[a-z-]+)", docs))
+    assert mentioned, "the docs name the options they explain"
+    for option in mentioned:
+        assert option in help_text, f"docs/evaluation.md mentions {option}, which moa eval lacks"

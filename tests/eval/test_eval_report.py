@@ -1,0 +1,65 @@
+"""The report, plots and summary of a small fake-provider run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from eval_helpers import FIXTURES
+
+from moa.errors import ConfigError
+from moa.eval import EvalOptions, EvalRun
+from moa.eval.report import write_report
+from moa.providers.cache import CachingRegistry
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def finished_run(tmp_path: Path, registry: CachingRegistry, mixture_file: Path) -> Path:
+    out = tmp_path / "out"
+    options = EvalOptions(
+        "gsm8k", str(FIXTURES / "gsm8k_mini.jsonl"), out, systems=[str(mixture_file)]
+    )
+    EvalRun(options, registry=registry).run()
+    return out
+
+
+def test_report_and_plots_are_written(finished_run: Path) -> None:
+    summary = write_report(finished_run)
+    report = (finished_run / "report.md").read_text()
+    for name in ("mix", "fake:strong", "fake:weak", "fake:agg", "self-moa-strong"):
+        assert f"| {name} |" in report or f"| **{name}** |" in report
+    assert "Best single model: **fake:strong**" in report
+    assert "oracle" in report.lower() and "Pareto" not in report  # the front is in the plots
+    for plot in ("scores", "tokens_latency", "quality_vs_cost", "quality_vs_latency"):
+        path = finished_run / "plots" / f"{plot}.png"
+        assert path.read_bytes().startswith(PNG)
+        assert f"(plots/{plot}.png)" in report
+    by_name = {s.name: s for s in summary.systems}
+    assert by_name["fake:strong"].score is not None and by_name["fake:strong"].score.mean == 100
+    weak = by_name["fake:weak"].score
+    assert weak is not None and weak.mean == pytest.approx(100 * 3 / 6)  # right on 60, 180, 10000
+    mix = by_name["mix"]
+    assert mix.oracle is not None and mix.oracle.mean == 100
+    assert mix.versus_best is not None and mix.calls == 3
+    assert summary.best_single == "fake:strong"
+    data = json.loads((finished_run / "summary.json").read_text())
+    assert data["best_single"] == "fake:strong" and len(data["systems"]) == 5
+
+
+def test_the_report_rescores_with_the_current_extractor(finished_run: Path) -> None:
+    log = finished_run / "items.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    for record in records:
+        record["score"] = 0.0  # as if an older, worse extractor had scored the run
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = write_report(finished_run)
+    strong = next(s for s in summary.systems if s.name == "fake:strong")
+    assert strong.score is not None and strong.score.mean == 100
+
+
+def test_report_needs_a_run(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no evaluation run"):
+        write_report(tmp_path)

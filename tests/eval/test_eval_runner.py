@@ -1,0 +1,188 @@
+"""Runs over fake models: baselines, scoring, the log, resuming and the call cache."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eval_helpers import FIXTURES, arithmetic
+
+from moa.errors import ConfigError
+from moa.eval import EvalOptions, EvalRun, GenerationSettings, select_items
+from moa.eval.datasets import load_gsm8k
+from moa.eval.records import ItemLog
+from moa.providers.cache import CachingRegistry, SQLiteCallStore
+from moa.testing import FunctionProvider
+
+DATA = str(FIXTURES / "gsm8k_mini.jsonl")
+
+
+def _options(out: Path, *systems: str, **changes: Any) -> EvalOptions:
+    return EvalOptions("gsm8k", DATA, out, systems=systems, **changes)
+
+
+def _records(out: Path) -> list[dict[str, Any]]:
+    return list(ItemLog(out / "items.jsonl"))
+
+
+def test_baselines_are_added_and_duplicates_dropped(
+    tmp_path: Path, registry: CachingRegistry, mixture_file: Path
+) -> None:
+    run = EvalRun(_options(tmp_path / "out", str(mixture_file), "fake:strong"), registry=registry)
+    assert [s.name for s in run.systems] == ["mix", "fake:strong", "fake:weak", "fake:agg"]
+    assert [s.origin for s in run.systems] == ["user", "user", "baseline", "baseline"]
+    run.run()
+    systems = {r["system"] for r in _records(tmp_path / "out")}
+    assert "self-moa-strong" in systems  # Self-MoA of the best single model
+    info = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert info["systems"][-1]["origin"] == "self-moa"
+
+
+def test_scores_votes_and_oracle(
+    tmp_path: Path, registry: CachingRegistry, mixture_file: Path
+) -> None:
+    out = tmp_path / "out"
+    EvalRun(_options(out, str(mixture_file), baselines=False), registry=registry).run()
+    records = _records(out)
+    assert len(records) == 6 and {r["system"] for r in records} == {"mix"}
+    by_item = {r["item_id"]: r for r in records}
+    tom = by_item["0"]  # weak says 8, strong says 7: the aggregator trusts the last reference
+    assert tom["gold"] == "7" and tom["score"] == 1.0
+    assert [c["extracted"] for c in tom["calls"]] == ["8", "7", "7"]
+    assert tom["vote"] == {"answer": "8", "correct": False}  # a tie goes to the first proposer
+    assert tom["oracle"] is True
+    assert tom["usage"]["calls"] == 3
+    friends = by_item["5"]
+    assert friends["extracted"] == "10000"  # "10,000" read as a number
+
+
+def test_rerun_is_free_and_skips_logged_items(
+    tmp_path: Path, registry: CachingRegistry, fake: FunctionProvider, mixture_file: Path
+) -> None:
+    out = tmp_path / "out"
+    EvalRun(_options(out, str(mixture_file)), registry=registry).run()
+    calls, lines = len(fake.calls), len(_records(out))
+    EvalRun(_options(out, str(mixture_file)), registry=registry).run()
+    assert len(fake.calls) == calls
+    assert len(_records(out)) == lines  # nothing was run again
+    # Into a fresh folder: every item runs again, but every call comes from the cache.
+    EvalRun(_options(tmp_path / "fresh", str(mixture_file)), registry=registry).run()
+    assert len(fake.calls) == calls
+    assert len(_records(tmp_path / "fresh")) == lines
+    assert all(r["latency_source"] == "replayed" for r in _records(tmp_path / "fresh"))
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAfter:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def start(self, total: int, done: int) -> None:
+        self.total, self.done = total, done
+
+    def phase(self, text: str) -> None:
+        pass
+
+    def finished(self, record: dict[str, Any]) -> None:
+        self.n -= 1
+        if self.n == 0:
+            raise _Interrupt
+
+
+def test_resume_after_interruption(tmp_path: Path, mixture_file: Path) -> None:
+    out = tmp_path / "out"
+    counting = FunctionProvider(arithmetic, name="fake")
+    store = tmp_path / "calls.sqlite"
+    with pytest.raises(_Interrupt):
+        registry = CachingRegistry(store=SQLiteCallStore(store)).add("fake", counting)
+        EvalRun(_options(out, str(mixture_file), baselines=False), registry=registry).run(
+            _StopAfter(4)
+        )
+    assert len(_records(out)) == 4
+    assert len(counting.calls) == 4 * 3
+    # A crash mid-write leaves half a line: it is ignored and that item runs again.
+    with (out / "items.jsonl").open("a") as handle:
+        handle.write('{"system": "mix", "item_id": "4", "sco')
+    registry = CachingRegistry(store=SQLiteCallStore(store)).add("fake", counting)
+    observer = _StopAfter(0)
+    EvalRun(_options(out, str(mixture_file), baselines=False), registry=registry).run(observer)
+    assert observer.done == 4
+    records = _records(out)
+    assert sorted(r["item_id"] for r in records) == ["0", "1", "2", "3", "4", "5"]
+    assert len(counting.calls) == 6 * 3  # only the two missing items were computed
+
+
+def test_changed_settings_do_not_reuse_old_records(
+    tmp_path: Path, registry: CachingRegistry
+) -> None:
+    out = tmp_path / "out"
+    EvalRun(_options(out, "fake:strong", baselines=False), registry=registry).run()
+    run = EvalRun(_options(out, "fake:strong", baselines=False, timeout=999), registry=registry)
+    assert run.count_done(run.systems, run.log.completed()) == 6  # a timeout changes nothing
+    shorter = GenerationSettings(max_tokens=7)
+    run = EvalRun(
+        _options(out, "fake:strong", baselines=False, generation=shorter), registry=registry
+    )
+    assert run.count_done(run.systems, run.log.completed()) == 0
+
+
+def test_failed_items_are_logged_and_retried(tmp_path: Path) -> None:
+    attempts = {"n": 0}
+
+    def flaky(request: Any) -> str:
+        attempts["n"] += 1
+        if attempts["n"] <= 1:
+            raise RuntimeError("model crashed")
+        return arithmetic(request)
+
+    provider = FunctionProvider(flaky, name="fake")
+    registry = CachingRegistry(store=SQLiteCallStore(tmp_path / "c.sqlite")).add("fake", provider)
+    out = tmp_path / "out"
+    config = tmp_path / "once.yaml"
+    config.write_text('name: once\naggregator: {model: "fake:strong"}\nretry: {max_attempts: 1}\n')
+    options = _options(out, str(config), baselines=False, limit=2)
+    EvalRun(options, registry=registry).run()
+    first = _records(out)
+    assert [bool(r.get("error")) for r in first] == [True, False]
+    EvalRun(options, registry=registry).run()
+    latest = {r["item_id"]: r for r in _records(out)}
+    assert not latest["0"].get("error") and latest["0"]["score"] == 1.0
+
+
+def test_concurrency_limit(tmp_path: Path) -> None:
+    slow = FunctionProvider(arithmetic, name="fake", delay=0.02)
+    registry = CachingRegistry(store=SQLiteCallStore(tmp_path / "c.sqlite")).add("fake", slow)
+    options = _options(tmp_path / "o", "fake:strong", baselines=False, concurrency=3)
+    EvalRun(options, registry=registry).run()
+    assert slow.max_in_flight == 3
+
+
+def test_item_selection() -> None:
+    items = load_gsm8k(DATA)
+    assert [i.id for i in select_items(items, limit=2)] == ["0", "1"]
+    assert [i.id for i in select_items(items, indices=[4, 1])] == ["4", "1"]
+    shuffled = [i.id for i in select_items(items, shuffle=True, seed=3)]
+    assert sorted(shuffled) == [i.id for i in items] and shuffled != [i.id for i in items]
+    assert shuffled == [i.id for i in select_items(items, shuffle=True, seed=3)]
+    with pytest.raises(ConfigError):
+        select_items(items, indices=[99])
+
+
+def test_judged_tasks_need_a_judge(tmp_path: Path, registry: CachingRegistry) -> None:
+    options = EvalOptions(
+        "alpaca_eval", str(FIXTURES / "alpaca_reference.json"), tmp_path, systems=["fake:strong"]
+    )
+    with pytest.raises(ConfigError, match="--judge"):
+        EvalRun(options, registry=registry)
+
+
+def test_the_event_loop_is_not_left_running(tmp_path: Path, registry: CachingRegistry) -> None:
+    EvalRun(_options(tmp_path / "o", "fake:strong", baselines=False), registry=registry).run()
+    with pytest.raises(RuntimeError):
+        asyncio.get_running_loop()
