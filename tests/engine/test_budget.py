@@ -8,7 +8,7 @@ from moa import Mixture, MixtureSpec, ProviderRegistry, TextDelta
 from moa.engine.budget import LatencyHistory
 from moa.testing import FakeProvider
 
-LONG = "w " * 100
+LONG = "w " * 200
 
 
 def mixture(spec: dict, fake: FakeProvider) -> Mixture:
@@ -19,22 +19,22 @@ def mixture(spec: dict, fake: FakeProvider) -> Mixture:
 async def test_agent_deadline_stops_the_call_and_keeps_its_text() -> None:
     fake = FakeProvider(replies={"slow": LONG}, token_delay={"slow": 0.02})
     spec = {
-        "layers": [[{"model": "fake:slow", "deadline": 0.2}, {"model": "fake:fast"}]],
+        "layers": [[{"model": "fake:slow", "deadline": 0.5}, {"model": "fake:fast"}]],
         "aggregator": {"model": "fake:agg"},
     }
     start = time.perf_counter()
     result = await mixture(spec, fake).arun("q")
-    assert time.perf_counter() - start < 1.5
+    assert time.perf_counter() - start < 3.0
     slow = result.layers[0].agents[0]
     assert slow.ok and slow.partial
-    assert "agent deadline of 0.2s passed" in slow.notes
+    assert "agent deadline of 0.5s passed" in slow.notes
     assert 0 < len(slow.output or "") < len(LONG)
     assert fake.cancelled == 1
 
 
 async def test_default_deadline_applies_to_the_aggregator_too() -> None:
     fake = FakeProvider(replies={"agg": LONG}, token_delay={"agg": 0.02})
-    spec = {"defaults": {"deadline": 0.2}, "aggregator": {"model": "fake:agg"}}
+    spec = {"defaults": {"deadline": 0.5}, "aggregator": {"model": "fake:agg"}}
     result = await mixture(spec, fake).arun("q")
     assert result.aggregator.partial
     assert 0 < len(result.output) < len(LONG)
