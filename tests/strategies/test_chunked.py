@@ -78,7 +78,8 @@ async def test_the_aggregator_starts_before_the_proposers_finish() -> None:
     assert isinstance(events[-1], Done)
     assert result.output == ANSWER
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == ANSWER
-    assert result.ttft_s is not None and result.ttft_s < 0.3  # proposers take about 0.4s
+    assert result.ttft_s is not None
+    assert result.ttft_s < min(a.latency_s for a in result.layers[0].agents)
 
 
 async def test_references_grow_chunk_by_chunk_and_the_answer_is_continued() -> None:
@@ -229,7 +230,7 @@ async def test_first_chunk_tokens_zero_opens_at_once_without_references() -> Non
     proposers = slow_proposers(delay=0.3)
     aggregator = continuing(ANSWER)
     result = await build(proposers, aggregator, options={"first_chunk_tokens": 0}).arun("q")
-    assert result.ttft_s is not None and result.ttft_s < 0.2
+    assert result.ttft_s is not None and result.ttft_s < 0.3  # the proposers' first token
     assert candidates(aggregator.calls[0]) == []
     assert len(candidates(aggregator.calls[1])) == 3
     assert result.output == ANSWER
