@@ -65,7 +65,7 @@ def serve(
             import uvicorn
 
             from moa.server import ServerSettings, api_keys_from_env, create_app
-            from moa.server.app import SETTINGS_ENV
+            from moa.server.app import SETTINGS_ENV, tune_gc_for_serving
         except ImportError as exc:
             raise ConfigError(
                 "the server needs its extra: pip install 'mixture-of-agents[server]'"
@@ -95,7 +95,9 @@ def serve(
                 highlight=False,
             )
         target: object = app
-        if workers > 1:
+        if workers == 1:
+            tune_gc_for_serving()
+        else:
             # Workers import the app anew; the keys stay in their own variable.
             public = settings.model_dump(mode="json", exclude={"api_keys"})
             os.environ[SETTINGS_ENV] = json.dumps({**public, "api_key_env": api_key_env})

@@ -7,6 +7,7 @@ registry that serves config files and pass-through ids (``providers=``).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -34,7 +35,7 @@ from moa.server.schemas import parse_chat_request
 from moa.server.settings import DEFAULT_API_KEY_ENV, ServerSettings, api_keys_from_env
 from moa.server.streaming import ChunkEncoder
 
-__all__ = ["SETTINGS_ENV", "create_app", "create_app_from_env"]
+__all__ = ["SETTINGS_ENV", "create_app", "create_app_from_env", "tune_gc_for_serving"]
 
 SETTINGS_ENV = "MOA_SERVER_SETTINGS"
 """Environment variable through which ``moa serve --workers N`` hands settings to each worker."""
@@ -151,7 +152,26 @@ def create_app_from_env() -> FastAPI:
     raw = json.loads(os.environ.get(SETTINGS_ENV, "{}"))
     key_env = raw.pop("api_key_env", DEFAULT_API_KEY_ENV)
     settings = ServerSettings.model_validate({**raw, "api_keys": api_keys_from_env(key_env)})
-    return create_app(settings)
+    app = create_app(settings)
+    tune_gc_for_serving()
+    return app
+
+
+def tune_gc_for_serving() -> None:
+    """Keep the cyclic garbage collector from pausing every open stream at once.
+
+    For the process that serves, once the app is built: everything alive then
+    (modules, the app, its mixtures) is frozen out of collections, and full
+    collections run ten times less often (young cycles are still collected as
+    usual). Each full collection scans every object of every request in flight;
+    with 500 streams open they took 30-140 ms and showed as the p99 of
+    ``moa bench server --upstream inprocess --ramp 10 --latency 10`` (about 100 ms,
+    15 ms with this).
+    """
+    gc.collect()
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, 100)
 
 
 def _json(body: dict[str, Any]) -> bytes:
