@@ -199,6 +199,17 @@ def test_server_deadline_is_504_and_cancels_the_calls(serve: ServeFactory) -> No
     assert slow.cancelled == 3 and slow.in_flight == 0
 
 
+def test_deadline_during_a_stream_is_an_error_event(serve: ServeFactory) -> None:
+    slow = FakeProvider(delay=5.0)
+    base = serve(mixtures={"fake-moa": fake_mixture(slow)}, request_deadline=0.3)
+    stream = client(base).chat.completions.create(
+        model="fake-moa", messages=USER, stream=True, extra_body={"moa": {"progress": True}}
+    )
+    with pytest.raises(openai.APIError, match="deadline"):
+        list(stream)
+    assert slow.in_flight == 0
+
+
 def test_mixture_deadline_is_504(serve: ServeFactory) -> None:
     slow = FakeProvider(delay=5.0)
     spec = {**MIXTURE, "deadline": 0.2}

@@ -134,3 +134,18 @@ def test_failed_agents_and_errors_are_shown(serve: ServeFactory, page: Any) -> N
     error = page.locator(".message.error").last
     error.wait_for()
     assert "fewer than 1 agent" in error.inner_text()
+
+
+def test_the_key_field_unlocks_a_server_with_keys(serve: ServeFactory, page: Any) -> None:
+    from pydantic import SecretStr
+
+    base = serve(api_keys=(SecretStr("pw-123"),))
+    page.goto(base + "/")
+    notice = page.locator("#notice")
+    notice.filter(has_text="API key").wait_for()
+    assert page.locator("#model option").count() == 0
+    page.fill("#api-key", "pw-123")
+    page.dispatch_event("#api-key", "change")
+    page.wait_for_selector("#model option[value='fake-moa']", state="attached")
+    ask(page, "Hi?")
+    page.locator(".message.assistant .body").filter(has_text="The final answer is four.").wait_for()
