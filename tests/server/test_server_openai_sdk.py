@@ -95,6 +95,27 @@ def test_models_list_and_retrieve(serve: ServeFactory) -> None:
         api.models.retrieve("no-such-mixture")
 
 
+def test_models_say_which_mixtures_cannot_run_here(
+    serve: ServeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moa import Mixture, MixtureSpec, ProviderRegistry, ProviderSettings
+
+    monkeypatch.delenv("TEST_UNSET_KEY", raising=False)
+    settings = {
+        "keyed": ProviderSettings(base_url="http://127.0.0.1:9/v1", api_key_env="TEST_UNSET_KEY")
+    }
+    spec = MixtureSpec.model_validate({"aggregator": {"model": "keyed:m"}})
+    keyed = Mixture(spec, ProviderRegistry(settings))
+    base = serve(mixtures={"keyed": keyed, "fake-moa": fake_mixture(FakeProvider())})
+    shapes = {m.id: m.model_extra["moa"] for m in client(base).models.list().data}
+    assert shapes["fake-moa"]["available"] is True and shapes["fake-moa"]["problem"] is None
+    assert shapes["keyed"]["available"] is False
+    assert "TEST_UNSET_KEY" in shapes["keyed"]["problem"]
+    with pytest.raises(openai.InternalServerError) as caught:
+        client(base).chat.completions.create(model="keyed", messages=USER)
+    assert caught.value.code == "mixture_misconfigured"
+
+
 def test_passthrough_to_one_model(serve: ServeFactory, fake: FakeProvider) -> None:
     completion = client(serve()).chat.completions.create(model="fake:solo", messages=USER)
     assert completion.choices[0].message.content == "answer from solo"

@@ -19,7 +19,7 @@ from typing import Any
 from moa.config import build_mixture, load_config, preset_names
 from moa.engine.mixture import Mixture
 from moa.engine.spec import AgentSpec, MixtureSpec
-from moa.errors import ConfigError
+from moa.errors import ConfigError, MoAError
 from moa.providers.registry import ProviderRegistry, split_model_id
 from moa.server.errors import APIError
 
@@ -89,8 +89,18 @@ class MixtureCatalog:
         )
 
     def describe(self, name: str) -> dict[str, Any]:
-        """The OpenAI model object of a mixture, with its shape under ``moa``."""
-        spec = self._mixtures[name].spec
+        """The OpenAI model object of a mixture, with its shape under ``moa``.
+
+        ``available`` is false, with the reason as ``problem``, when a model id cannot be
+        resolved here (typically a provider whose API key is not set on the server).
+        """
+        mixture = self._mixtures[name]
+        spec = mixture.spec
+        try:
+            mixture.check()
+            problem = None
+        except MoAError as exc:
+            problem = str(exc)
         return {
             "id": name,
             "object": "model",
@@ -100,6 +110,8 @@ class MixtureCatalog:
                 "layers": [[agent.model for agent in layer.agents] for layer in spec.layers],
                 "aggregator": spec.aggregator.model,
                 "strategy": getattr(getattr(spec, "strategy", None), "type", "layered"),
+                "available": problem is None,
+                "problem": problem,
             },
         }
 

@@ -50,6 +50,10 @@ async function loadModels() {
     option.value = model.id;
     const shape = model.moa;
     if (shape) option.title = shape.layers.map((l) => l.join(", ")).join(" → ") + " → " + shape.aggregator;
+    if (shape && shape.available === false) {
+      option.textContent += " (unavailable)";
+      option.title = shape.problem;
+    }
     select.append(option);
   }
   if (previous && [...select.options].some((o) => o.value === previous)) select.value = previous;
