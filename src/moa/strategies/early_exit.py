@@ -54,7 +54,6 @@ def exit_early(ctx: RunContext, layer: LayerResult, *, remaining: int) -> bool:
     agreed, detail = agreement([a.output or "" for a in layer.answers], spec)
     if agreed:
         ctx.notes.append(
-            f"early exit after layer {layer.index}: {detail}; "
-            f"skipped {remaining} proposer layer(s)"
+            f"early exit after layer {layer.index}: {detail}; skipped {remaining} proposer layer(s)"
         )
     return agreed
