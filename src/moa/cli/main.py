@@ -11,6 +11,7 @@ from moa.cli.bench import bench_app
 from moa.cli.eval import eval_command
 from moa.cli.models import models_app
 from moa.cli.run import chat, run
+from moa.cli.select import select_command
 from moa.cli.serve import serve
 from moa.cli.strategies import strategies
 
@@ -31,6 +32,7 @@ app.command("chat")(chat)
 app.command("eval")(eval_command)
 app.command("serve")(serve)
 app.command("strategies")(strategies)
+app.command("select")(select_command)
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")
 

@@ -1,0 +1,122 @@
+"""``moa select``: pick agents and a mixture shape for a task, verified on held-out data."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from moa.cli.common import reporting_errors
+from moa.config import load_config
+from moa.errors import ConfigError
+
+__all__ = ["select_command"]
+
+
+def select_command(
+    models: Annotated[
+        list[str],
+        typer.Option("--model", "-m", help="A candidate model id (repeat for each one)."),
+    ],
+    task: Annotated[str, typer.Option("--task", "-t", help="gsm8k, mmlu, alpaca_eval, mt_bench.")],
+    data: Annotated[str, typer.Option("--data", "-d", help="The data file or directory.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Where select.yaml, report.md, select.json go.")
+    ] = Path("select-out"),
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="A config whose providers:/local: blocks to use."),
+    ] = None,
+    dev: Annotated[int, typer.Option(help="Items searched on.", min=1)] = 30,
+    heldout: Annotated[int, typer.Option(help="Items the choice is verified on.", min=1)] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of the shuffle that carves the splits.")] = 0,
+    samples: Annotated[
+        int, typer.Option(help="Answers per model in votes and Self-MoA (greedy + samples).", min=2)
+    ] = 4,
+    temperature: Annotated[float, typer.Option(help="Temperature of the samples.")] = 0.7,
+    max_tokens: Annotated[int, typer.Option(help="max_tokens of every call.", min=1)] = 512,
+    max_calls: Annotated[
+        int | None, typer.Option(help="Budget: model calls per request.", min=1)
+    ] = None,
+    max_request_tokens: Annotated[
+        int | None, typer.Option(help="Budget: tokens (prompt + completion) per request.", min=1)
+    ] = None,
+    max_latency: Annotated[
+        float | None, typer.Option(help="Budget: seconds per request (critical path).")
+    ] = None,
+    sample_models: Annotated[
+        int, typer.Option(help="How many of the best models get samples.", min=1)
+    ] = 1,
+    max_proposers: Annotated[int, typer.Option(help="Largest proposer subset.", min=2)] = 3,
+    max_layers: Annotated[int, typer.Option(help="Most proposer layers in a MoA.", min=1)] = 1,
+    max_evals: Annotated[
+        int, typer.Option(help="Configurations needing new aggregator calls tried on dev.", min=0)
+    ] = 4,
+    finalists: Annotated[
+        int, typer.Option(help="Runners-up that also answer the held-out items.", min=0)
+    ] = 2,
+    judge: Annotated[
+        str | None, typer.Option(help="The judge model of judged tasks (alpaca_eval, mt_bench).")
+    ] = None,
+    embeddings: Annotated[
+        bool, typer.Option("--embeddings", help="Also measure semantic diversity (MiniLM).")
+    ] = False,
+    cache: Annotated[
+        Path | None, typer.Option(help="The call cache file (default ~/.cache/moa/calls.sqlite).")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not cache calls.")] = False,
+    concurrency: Annotated[int, typer.Option(help="Items answered at once.", min=1)] = 1,
+) -> None:
+    """Measure each model, search mixtures under a budget, and recommend one (or a single model).
+
+    The recommendation never scores below the best single model on the held-out split.
+    """
+    from moa.select.candidates import Budget, Sampling
+    from moa.select.run import DEFAULT_CACHE, SelectRun, write_outputs
+    from moa.select.search import SearchOptions
+
+    console = Console(stderr=True, highlight=False)
+    with reporting_errors():
+        options = SearchOptions(
+            pool=tuple(models),
+            budget=Budget(max_calls, max_request_tokens, max_latency),
+            sampling=Sampling(max_tokens, temperature, samples),
+            dev=dev,
+            heldout=heldout,
+            seed=seed,
+            sample_models=sample_models,
+            max_proposers=max_proposers,
+            max_layers=max_layers,
+            max_evals=max_evals,
+            finalists=finalists,
+        )
+        if no_cache and cache is not None:
+            raise ConfigError("give --cache or --no-cache, not both")
+        run = SelectRun(
+            options,
+            task,
+            data,
+            base=load_config(config) if config is not None else None,
+            cache=None if no_cache else (cache or DEFAULT_CACHE),
+            judge=judge,
+            embeddings=embeddings,
+            concurrency=concurrency,
+        )
+        started = time.monotonic()
+
+        def log(text: str) -> None:
+            console.print(f"[dim]{time.monotonic() - started:7.0f}s[/] {escape(text)}")
+
+        selection = asyncio.run(run.arun(log=log))
+        command = "moa select " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else ""
+        paths = write_outputs(selection, run, out, command=command)
+    console.print(f"[bold]{selection.verdict}[/]")
+    for label, path in paths.items():
+        console.print(f"{label}: {path}")

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from moa.config import build_mixture, parse_config
+from moa.errors import ConfigError
+from moa.providers.cache import CachingRegistry, SQLiteCallStore
+from moa.providers.registry import ProviderRegistry
+from moa.select import Budget, SearchOptions, SelectRun, split_items, write_outputs
+from moa.testing import FunctionProvider
+
+POOL = ("fake:strong", "fake:weak")
+
+
+def selection_run(gsm8k: Path, **options: object) -> SelectRun:
+    defaults: dict[str, object] = {"pool": POOL, "dev": 16, "heldout": 20, "max_evals": 6}
+    search = SearchOptions(**{**defaults, **options})  # type: ignore[arg-type]
+    return SelectRun(search, "gsm8k", str(gsm8k), cache=None)
+
+
+async def test_a_mixture_that_beats_the_best_single_model_is_recommended(
+    gsm8k: Path, provider: FunctionProvider, tmp_path: Path
+) -> None:
+    run = selection_run(gsm8k)
+    selection = await run.arun(ProviderRegistry().add("fake", provider))
+    assert selection.best_single is not None and selection.best_single.aggregator == "fake:strong"
+    assert selection.recommended is not None and selection.recommended.kind != "single"
+    recommended = selection.heldout[selection.recommended.name].mean
+    single = selection.heldout["single strong"].mean
+    assert recommended > single
+    # The baselines always answer the held-out split.
+    assert "single weak" in selection.heldout
+    assert selection.self_moa is not None and selection.self_moa.name in selection.heldout
+    assert "beats the best single model" in selection.verdict
+    # Diversity: weak is right on half of strong's misses... in fact on all of them here.
+    (pair,) = selection.diversity
+    assert pair.complement_ab == 1.0 and 0 < pair.answer < 1  # type: ignore[operator]
+
+    paths = write_outputs(selection, run, tmp_path / "out", command="moa select ...")
+    config = parse_config(yaml.safe_load(paths["config"].read_text()))
+    fresh = FunctionProvider(provider.function)
+    mixture = build_mixture(config, ProviderRegistry().add("fake", fresh))
+    assert (await mixture.arun("Item 4: what is 4 + 1?")).output.endswith("5")
+    report = paths["report"].read_text()
+    for heading in ("## Recommendation", "## Held-out results", "## Configurations tried on dev"):
+        assert heading in report
+    assert "best single on held-out" in report and "Self-MoA of the best" in report
+
+
+async def test_a_configuration_that_only_shines_on_dev_is_not_recommended(
+    gsm8k: Path,
+) -> None:
+    from moa.eval.tasks import get_task
+    from moa.types import CompletionRequest
+
+    items = get_task("gsm8k").load(str(gsm8k))
+    dev, _ = split_items(items, 16, 20, seed=0)
+    dev_numbers = {int(item.turns[0].split()[1].rstrip(":")) for item in dev}
+
+    def overfit(request: CompletionRequest) -> str:
+        user = [m.content for m in request.messages if m.role == "user"][-1]
+        i = int(user.split("Item ")[1].split(":")[0])
+        greedy_alone = request.params.temperature == 0 and request.messages[0].role == "user"
+        # Every mixture is perfect on dev and useless elsewhere.
+        good = (request.model == "strong" and i % 4 != 0) if greedy_alone else i in dev_numbers
+        return f"The answer is {i + 1 if good else i + 1000}"
+
+    run = selection_run(gsm8k, pool=("fake:strong", "fake:weak"))
+    selection = await run.arun(ProviderRegistry().add("fake", FunctionProvider(overfit)))
+    assert selection.chosen is not None and selection.chosen.kind != "single"
+    assert selection.tried_by_name()[selection.chosen.name].dev.mean == 1.0
+    assert selection.recommended is not None
+    assert selection.recommended.name == "single strong"
+    assert "nothing beat the best single model" in selection.verdict
+
+
+async def test_the_budget_limits_what_is_tried_and_recommended(
+    gsm8k: Path, provider: FunctionProvider
+) -> None:
+    run = selection_run(gsm8k, budget=Budget(max_calls=1))
+    selection = await run.arun(ProviderRegistry().add("fake", provider))
+    assert selection.recommended is not None and selection.recommended.kind == "single"
+    assert selection.skipped and all("over budget" in why for _, why in selection.skipped)
+    over = [t for t in selection.tried if not t.within_budget]
+    assert over and all(t.candidate.kind != "single" for t in over)  # the baselines still ran
+
+
+async def test_a_second_selection_is_answered_from_the_cache(
+    gsm8k: Path, provider: FunctionProvider, tmp_path: Path
+) -> None:
+    store = tmp_path / "calls.sqlite"
+    first = await selection_run(gsm8k).arun(
+        CachingRegistry(store=SQLiteCallStore(store)).add("fake", provider)
+    )
+    calls = len(provider.calls)
+    assert calls > 0
+    second = await selection_run(gsm8k).arun(
+        CachingRegistry(store=SQLiteCallStore(store)).add("fake", provider)
+    )
+    assert len(provider.calls) == calls
+    assert second.recommended == first.recommended
+
+
+def test_splits_are_disjoint_deterministic_and_sized(gsm8k: Path) -> None:
+    from moa.eval.tasks import get_task
+
+    items = get_task("gsm8k").load(str(gsm8k))
+    dev, held = split_items(items, 10, 20, seed=3)
+    assert len(dev) == 10 and len(held) == 20
+    assert not {i.id for i in dev} & {i.id for i in held}
+    assert [i.id for i in split_items(items, 10, 20, seed=3)[0]] == [i.id for i in dev]
+    assert [i.id for i in split_items(items, 10, 20, seed=4)[0]] != [i.id for i in dev]
+    with pytest.raises(ConfigError, match="fewer than"):
+        split_items(items, 30, 20, seed=0)
