@@ -63,3 +63,22 @@ def test_the_report_rescores_with_the_current_extractor(finished_run: Path) -> N
 def test_report_needs_a_run(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no evaluation run"):
         write_report(tmp_path)
+
+
+def test_strategies_are_systems_too(tmp_path: Path, registry: CachingRegistry) -> None:
+    config = tmp_path / "vote.yaml"
+    config.write_text(
+        "name: vote\n"
+        'aggregator: {model: "fake:agg"}\n'
+        "strategy: {type: vote, samples: 3, model: {model: 'fake:strong'}}\n"
+    )
+    out = tmp_path / "out"
+    options = EvalOptions(
+        "gsm8k", str(FIXTURES / "gsm8k_mini.jsonl"), out, systems=[str(config)], baselines=False
+    )
+    EvalRun(options, registry=registry).run()
+    summary = write_report(out)
+    vote = summary.systems[0]
+    assert not vote.single and vote.score is not None and vote.score.mean == 100
+    assert vote.vote is not None and vote.oracle is not None
+    assert "[3 × strong] → vote, `agg`" in (out / "report.md").read_text()

@@ -64,10 +64,20 @@ def _num(value: float | None, digits: int = 1) -> str:
 def _composition(system: SystemSummary) -> str:
     layers = system.description.get("layers", [])
     aggregator = system.description.get("aggregator", "")
+    strategy = system.description.get("strategy") or system.description.get("spec", {}).get(
+        "strategy", {}
+    )
+    kind = strategy.get("type", "layered")
+    if kind != "layered":
+        sampled = (strategy.get("model") or {}).get("model", aggregator)
+        samples = f"{strategy['samples']} × {_short(sampled)}" if strategy.get("samples") else ""
+        shown = [f"[{samples}]"] if samples else []
+        shown += ["[" + ", ".join(_short(m) for m in layer) + "]" for layer in layers]
+        return " → ".join([*shown, f"{kind}, `{_short(aggregator)}`"])
     if not layers:
         return f"`{aggregator}`"
-    shown = " → ".join("[" + ", ".join(_short(m) for m in layer) + "]" for layer in layers)
-    return f"{shown} → `{_short(aggregator)}`"
+    chain = " → ".join("[" + ", ".join(_short(m) for m in layer) + "]" for layer in layers)
+    return f"{chain} → `{_short(aggregator)}`"
 
 
 def _short(model_id: str) -> str:

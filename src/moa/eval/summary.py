@@ -223,7 +223,7 @@ def _compare(
     info: dict[str, Any],
 ) -> None:
     """Best single model, every system against it on shared items, and the cross-system oracle."""
-    finished = [set(s) for s in scores.values() if s]
+    finished = [set(s) for s in scores.values()]
     common = set.intersection(*finished) if finished else set()
     run.common_items = len(common)
     singles = [s for s in run.systems if s.single and s.score is not None]

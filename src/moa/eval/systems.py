@@ -95,6 +95,7 @@ class System:
             "single": self.single,
             "layers": [[a.model for a in layer.agents] for layer in self.spec.layers],
             "aggregator": self.spec.aggregator.model,
+            "strategy": self.spec.strategy.model_dump(mode="json"),
             "spec": self.spec.model_dump(mode="json", exclude_defaults=True),
         }
 
