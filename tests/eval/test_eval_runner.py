@@ -186,3 +186,32 @@ def test_the_event_loop_is_not_left_running(tmp_path: Path, registry: CachingReg
     EvalRun(_options(tmp_path / "o", "fake:strong", baselines=False), registry=registry).run()
     with pytest.raises(RuntimeError):
         asyncio.get_running_loop()
+
+
+def test_blocks_put_every_system_on_the_first_items(
+    tmp_path: Path, registry: CachingRegistry, mixture_file: Path
+) -> None:
+    out = tmp_path / "out"
+    run = EvalRun(_options(out, str(mixture_file), block=2), registry=registry)
+    with pytest.raises(_Interrupt):
+        run.run(_StopAfter(2 * 5))  # the first block: 3 models alone, then mix and Self-MoA
+    records = _records(out)
+    assert {r["item_id"] for r in records} == {"0", "1"}
+    assert [r["system"] for r in records[:6]] == ["fake:weak", "fake:strong", "fake:agg"] * 2
+    assert {r["system"] for r in records[6:]} == {"mix", "self-moa-strong"}
+    assert json.loads((out / "run.json").read_text())["self_moa_of"] == "fake:strong"
+
+
+def test_a_resumed_run_keeps_its_self_moa(
+    tmp_path: Path, registry: CachingRegistry, mixture_file: Path
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(_Interrupt):
+        EvalRun(_options(out, str(mixture_file), block=2), registry=registry).run(_StopAfter(7))
+    info = json.loads((out / "run.json").read_text())
+    info["self_moa_of"] = "fake:weak"  # as if weak had looked best on the first block
+    (out / "run.json").write_text(json.dumps(info))
+    run = EvalRun(_options(out, str(mixture_file), block=2), registry=registry)
+    run.run()
+    assert "self-moa-weak" in {r["system"] for r in _records(out)}
+    assert "self-moa-strong" not in {r["system"] for r in _records(out)}

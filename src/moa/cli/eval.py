@@ -121,6 +121,12 @@ def eval_command(
         typer.Option(help="Only these categories (MMLU subject, MT-Bench category; repeatable)."),
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Items in flight at once.")] = 1,
+    block: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Every system finishes this many items before the next ones (0: all)."
+        ),
+    ] = 20,
     no_baselines: Annotated[
         bool,
         typer.Option(
@@ -192,6 +198,7 @@ def eval_command(
             subset=subset or [],
             indices=_parse_positions(items),
             concurrency=concurrency,
+            block=block,
             baselines=not no_baselines,
             judge=judge,
             cache=None if no_cache else cache,

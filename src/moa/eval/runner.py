@@ -1,11 +1,12 @@
 """Run systems over a task's items and log one record per (system, item).
 
-Order of work: the single models first (all of them item by item), then the
-Self-MoA of the best one is chosen, then every other system, again item by
-item, so an interrupted run has every system on the same first items. Every
-answer comes from :meth:`Mixture.arun`; every model call goes through the call
-cache, so a rerun of the same command skips logged items and recomputes
-nothing it has seen before.
+Order of work: items go in blocks (``block``, default 20). In each block the
+single models answer first, then every other system, so an unfinished run has
+every system on the same first items. After the first block the best single
+model is known and its Self-MoA joins (the choice is kept in ``run.json``, so
+a resumed run keeps it). Every answer comes from :meth:`Mixture.arun`; every
+model call goes through the call cache, so a rerun of the same command skips
+logged items and recomputes nothing it has seen before.
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ class EvalOptions:
     prompts_dir: Path | None = None
     timeout: float | None = None
     """Seconds one call may take, for every system (``None``: each system's own)."""
+    block: int = 20
+    """Items per block: every system finishes a block before the next one starts, so an
+    unfinished run compares all systems on the same items (0: one block)."""
     report_every: int = 25
     """Rewrite the report after this many newly finished items (0: only at the end)."""
     command: str = ""
@@ -156,6 +160,9 @@ class EvalRun:
         ]
         self.self_moa_wanted = options.baselines and any(s.single for s in self.systems)
         self._self_moa_added = False
+        self.self_moa_of: str | None = None
+        """The single model the automatic Self-MoA samples (chosen after the first block)."""
+        self._fresh = 0
         self.judge = self._judge(judge_config)
         self.log = ItemLog(options.out / "items.jsonl")
         self._context = self._run_context()
@@ -208,30 +215,25 @@ class EvalRun:
         """Run every missing (system, item) pair; returns the output directory."""
         observer = observer or _Silent()
         self.options.out.mkdir(parents=True, exist_ok=True)
-        singles = [s for s in self.systems if s.single]
-        if not self._pending(singles):
-            self._add_self_moa()  # a resumed run may know the best single model already
+        self._restore_self_moa()
         observer.start(self._total(), self.count_done(self.systems, self.log.completed()))
         self.write_run_info()
         for system in self.systems:
             Mixture(system.spec, self.registry).check()
+        size = self.options.block or len(self.items)
         try:
-            if self._pending(singles):
-                observer.phase("single models")
-                await self._run_jobs(singles, self.log.completed(), observer)
-            if self._add_self_moa():
-                observer.start(self._total(), self.count_done(self.systems, self.log.completed()))
-            others = [s for s in self.systems if not s.single]
-            if others:
-                observer.phase("mixtures")
-                await self._run_jobs(others, self.log.completed(), observer)
+            for start in range(0, len(self.items), size):
+                block = self.items[start : start + size]
+                observer.phase(f"items {start + 1}-{start + len(block)} of {len(self.items)}")
+                await self._run_jobs([s for s in self.systems if s.single], block, observer)
+                if self._add_self_moa():
+                    done = self.count_done(self.systems, self.log.completed())
+                    observer.start(self._total(), done)
+                others = [s for s in self.systems if not s.single]
+                await self._run_jobs(others, block, observer)
         finally:
             await self.registry.aclose()
         return self.options.out
-
-    def _pending(self, systems: Sequence[System]) -> bool:
-        done = self.log.completed()
-        return any((self.key(s), i.id) not in done for s in systems for i in self.items)
 
     def _total(self) -> int:
         extra = 1 if self.self_moa_wanted and not self._self_moa_added else 0
@@ -243,11 +245,28 @@ class EvalRun:
             return False
         self._self_moa_added = True
         best = self.best_single([s for s in self.systems if s.single])
-        if best is None:
-            return True
+        if best is not None:
+            self._use_self_moa(best)
+        return True
+
+    def _use_self_moa(self, best: System) -> None:
+        self.self_moa_of = best.model
         self.systems = unique([*self.systems, self._self_moa(best)])
         self.write_run_info()
-        return True
+
+    def _restore_self_moa(self) -> None:
+        """A resumed run keeps the model its Self-MoA was chosen for (see ``run.json``)."""
+        path = self.options.out / "run.json"
+        if not self.self_moa_wanted or not path.is_file():
+            return
+        try:
+            chosen = json.loads(path.read_text("utf-8")).get("self_moa_of")
+        except (OSError, json.JSONDecodeError):
+            return
+        match = next((s for s in self.systems if s.single and s.model == chosen), None)
+        if match is not None:
+            self._self_moa_added = True
+            self._use_self_moa(match)
 
     def run(self, observer: Observer | None = None) -> Path:
         """Blocking :meth:`arun`."""
@@ -279,29 +298,30 @@ class EvalRun:
         return None if best is None else best[1]
 
     async def _run_jobs(
-        self, systems: Sequence[System], done: dict[tuple[str, str], Any], observer: Observer
+        self, systems: Sequence[System], items: Sequence[EvalItem], observer: Observer
     ) -> None:
+        done = self.log.completed()
         jobs = [
             (system, item)
-            for item in self.items
+            for item in items
             for system in systems
             if (self.key(system), item.id) not in done
         ]
+        if not jobs:
+            return
         queue: asyncio.Queue[tuple[System, EvalItem]] = asyncio.Queue()
         for job in jobs:
             queue.put_nowait(job)
         mixtures = {s.name: Mixture(s.spec, self.registry) for s in systems}
-        fresh = 0
 
         async def worker() -> None:
-            nonlocal fresh
             while not queue.empty():
                 system, item = queue.get_nowait()
                 record = await self.run_item(system, mixtures[system.name], item)
                 self.log.append(record)
                 observer.finished(record)
-                fresh += 1
-                if self.options.report_every and fresh % self.options.report_every == 0:
+                self._fresh += 1
+                if self.options.report_every and self._fresh % self.options.report_every == 0:
                     self.write_report_quietly()
 
         workers = min(self.options.concurrency, len(jobs))
@@ -388,6 +408,7 @@ class EvalRun:
             "item_ids": [i.id for i in self.items],
             "command": self.options.command or " ".join(sys.argv),
             "judge": self.options.judge,
+            "self_moa_of": self.self_moa_of,
             "cache": None if self.options.cache is None else str(self.options.cache),
             "generation": self.options.generation.__dict__,
             "systems": [{**s.describe(), "key": self.key(s)} for s in self.systems],
