@@ -115,3 +115,27 @@ def test_splits_are_disjoint_deterministic_and_sized(gsm8k: Path) -> None:
     assert [i.id for i in split_items(items, 10, 20, seed=4)[0]] != [i.id for i in dev]
     with pytest.raises(ConfigError, match="fewer than"):
         split_items(items, 30, 20, seed=0)
+
+
+async def test_the_single_model_is_not_re_picked_on_held_out(gsm8k: Path) -> None:
+    from moa.eval.tasks import get_task
+    from moa.types import CompletionRequest
+
+    items = get_task("gsm8k").load(str(gsm8k))
+    dev, _ = split_items(items, 16, 20, seed=0)
+    dev_numbers = {int(item.turns[0].split()[1].rstrip(":")) for item in dev}
+
+    def flip(request: CompletionRequest) -> str:
+        user = [m.content for m in request.messages if m.role == "user"][-1]
+        i = int(user.split("Item ")[1].split(":")[0])
+        # strong is right on dev only, weak on held-out only; mixtures are never right.
+        alone = request.params.temperature == 0 and request.messages[0].role == "user"
+        good = alone and (i in dev_numbers) == (request.model == "strong")
+        return f"The answer is {i + 1 if good else i + 1000}"
+
+    run = selection_run(gsm8k)
+    selection = await run.arun(ProviderRegistry().add("fake", FunctionProvider(flip)))
+    assert selection.recommended is not None and selection.recommended.name == "single strong"
+    assert selection.heldout_best_single is not None
+    assert selection.heldout_best_single.name == "single weak"
+    assert "caution: single weak scored" in selection.verdict

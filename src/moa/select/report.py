@@ -124,16 +124,12 @@ def markdown(selection: Selection, *, command: str = "", data: str = "") -> str:
         f"## Held-out results ({len(selection.heldout_ids)} items)",
         "",
         f"Scores are {unit} with a 95% interval; Δ is the paired difference to the best single "
-        "model on held-out, with a bootstrap 95% interval. Cost is per request, measured: "
+        "model (chosen on dev), with a bootstrap 95% interval. Cost is per request, measured: "
         "model calls, tokens (prompt + completion), and the critical path in seconds (the "
         "slowest call of each stage, replayed from the cache as if nothing had been cached).",
         "",
     ]
-    reference = (
-        selection.heldout.get(selection.heldout_best_single.name)
-        if selection.heldout_best_single
-        else None
-    )
+    reference = selection.heldout.get(selection.best_single.name) if selection.best_single else None
     rows = []
     ranked = sorted(selection.heldout.items(), key=lambda kv: -kv[1].mean)
     for name, evaluation in ranked:

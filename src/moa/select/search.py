@@ -10,8 +10,8 @@
    and run the most promising on the dev items.
 5. The best configuration on dev, a few runners-up, every single model and the
    Self-MoA of the best model answer the held-out items. The chosen
-   configuration is recommended only if it beats the best single model there;
-   otherwise the best single model is.
+   configuration is recommended only if it beats the best single model (the
+   best on dev) there; otherwise that single model is.
 """
 
 from __future__ import annotations
@@ -318,10 +318,14 @@ class _Search:
         singles = [Candidate("single", (m,), m) for m in ranked]
         top_single = max(singles, key=lambda c: selection.heldout[c.name].mean)
         selection.heldout_best_single = top_single
+        # The reference is the best single model as chosen on dev: picking the single
+        # model by its held-out score would make the held-out split a second dev split.
+        reference = selection.best_single
+        assert reference is not None
         chosen_score = selection.heldout[selection.chosen.name].mean
-        single_score = selection.heldout[top_single.name].mean
+        single_score = selection.heldout[reference.name].mean
         if selection.chosen.kind == "single":
-            selection.recommended = top_single
+            selection.recommended = selection.chosen
             selection.verdict = "the best configuration on dev is a single model"
         elif chosen_score > single_score:
             selection.recommended = selection.chosen
@@ -330,11 +334,18 @@ class _Search:
                 f"{(chosen_score - single_score) * 100:.1f} points"
             )
         else:
-            selection.recommended = top_single
+            selection.recommended = reference
             selection.verdict = (
                 f"nothing beat the best single model on held-out: {selection.chosen.name} "
                 f"scored {chosen_score:.3f} against {single_score:.3f}; the single model is "
                 "recommended"
+            )
+        top_score = selection.heldout[top_single.name].mean
+        if top_single != reference and top_score > single_score:
+            selection.verdict += (
+                f" (caution: {top_single.name} scored {top_score:.3f} on held-out against "
+                f"{single_score:.3f} for {reference.name}, the best single model on dev; "
+                "a larger --heldout tells whether that is more than noise)"
             )
 
 
