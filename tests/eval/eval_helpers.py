@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from moa.types import CompletionRequest
 
@@ -26,3 +27,26 @@ def arithmetic(request: CompletionRequest) -> str:
     system = request.messages[0].content if request.messages[0].role == "system" else ""
     found = re.findall(r"The answer is ([\d,]+)", system)
     return f"The answer is {found[-1]}" if found else "I am not sure."
+
+
+class Interrupted(Exception):
+    """Raised by :class:`StopAfter`, standing in for Ctrl-C."""
+
+
+class StopAfter:
+    """A run observer that interrupts the run after ``n`` finished items."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.total = self.done = 0
+
+    def start(self, total: int, done: int) -> None:
+        self.total, self.done = total, done
+
+    def phase(self, text: str) -> None:
+        pass
+
+    def finished(self, record: dict[str, Any]) -> None:
+        self.n -= 1
+        if self.n == 0:
+            raise Interrupted

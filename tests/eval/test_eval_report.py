@@ -82,3 +82,22 @@ def test_strategies_are_systems_too(tmp_path: Path, registry: CachingRegistry) -
     assert not vote.single and vote.score is not None and vote.score.mean == 100
     assert vote.vote is not None and vote.oracle is not None
     assert "[3 × strong] → vote, `agg`" in (out / "report.md").read_text()
+
+
+def test_an_unfinished_run_is_compared_on_shared_items(
+    tmp_path: Path, registry: CachingRegistry, mixture_file: Path
+) -> None:
+    from eval_helpers import Interrupted, StopAfter
+
+    out = tmp_path / "out"
+    options = EvalOptions(
+        "gsm8k", str(FIXTURES / "gsm8k_mini.jsonl"), out, systems=[str(mixture_file)], block=2
+    )
+    with pytest.raises(Interrupted):
+        EvalRun(options, registry=registry).run(StopAfter(10 + 3))
+    summary = write_report(out)
+    assert summary.common_items == 2
+    assert {s.n for s in summary.systems} == {2}
+    weak = summary.finished["fake:weak"]
+    assert weak is not None and weak.n == 3
+    assert "the 2 items all of them finished" in (out / "report.md").read_text()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eval_helpers import FIXTURES, arithmetic
+from eval_helpers import FIXTURES, Interrupted, StopAfter, arithmetic
 
 from moa.errors import ConfigError
 from moa.eval import EvalOptions, EvalRun, GenerationSettings, select_items
@@ -75,34 +75,14 @@ def test_rerun_is_free_and_skips_logged_items(
     assert all(r["latency_source"] == "replayed" for r in _records(tmp_path / "fresh"))
 
 
-class _Interrupt(Exception):
-    pass
-
-
-class _StopAfter:
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def start(self, total: int, done: int) -> None:
-        self.total, self.done = total, done
-
-    def phase(self, text: str) -> None:
-        pass
-
-    def finished(self, record: dict[str, Any]) -> None:
-        self.n -= 1
-        if self.n == 0:
-            raise _Interrupt
-
-
 def test_resume_after_interruption(tmp_path: Path, mixture_file: Path) -> None:
     out = tmp_path / "out"
     counting = FunctionProvider(arithmetic, name="fake")
     store = tmp_path / "calls.sqlite"
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupted):
         registry = CachingRegistry(store=SQLiteCallStore(store)).add("fake", counting)
         EvalRun(_options(out, str(mixture_file), baselines=False), registry=registry).run(
-            _StopAfter(4)
+            StopAfter(4)
         )
     assert len(_records(out)) == 4
     assert len(counting.calls) == 4 * 3
@@ -110,7 +90,7 @@ def test_resume_after_interruption(tmp_path: Path, mixture_file: Path) -> None:
     with (out / "items.jsonl").open("a") as handle:
         handle.write('{"system": "mix", "item_id": "4", "sco')
     registry = CachingRegistry(store=SQLiteCallStore(store)).add("fake", counting)
-    observer = _StopAfter(0)
+    observer = StopAfter(0)
     EvalRun(_options(out, str(mixture_file), baselines=False), registry=registry).run(observer)
     assert observer.done == 4
     records = _records(out)
@@ -193,8 +173,8 @@ def test_blocks_put_every_system_on_the_first_items(
 ) -> None:
     out = tmp_path / "out"
     run = EvalRun(_options(out, str(mixture_file), block=2), registry=registry)
-    with pytest.raises(_Interrupt):
-        run.run(_StopAfter(2 * 5))  # the first block: 3 models alone, then mix and Self-MoA
+    with pytest.raises(Interrupted):
+        run.run(StopAfter(2 * 5))  # the first block: 3 models alone, then mix and Self-MoA
     records = _records(out)
     assert {r["item_id"] for r in records} == {"0", "1"}
     assert [r["system"] for r in records[:6]] == ["fake:weak", "fake:strong", "fake:agg"] * 2
@@ -206,8 +186,8 @@ def test_a_resumed_run_keeps_its_self_moa(
     tmp_path: Path, registry: CachingRegistry, mixture_file: Path
 ) -> None:
     out = tmp_path / "out"
-    with pytest.raises(_Interrupt):
-        EvalRun(_options(out, str(mixture_file), block=2), registry=registry).run(_StopAfter(7))
+    with pytest.raises(Interrupted):
+        EvalRun(_options(out, str(mixture_file), block=2), registry=registry).run(StopAfter(7))
     info = json.loads((out / "run.json").read_text())
     info["self_moa_of"] = "fake:weak"  # as if weak had looked best on the first block
     (out / "run.json").write_text(json.dumps(info))

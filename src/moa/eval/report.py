@@ -101,6 +101,19 @@ def render_markdown(summary: RunSummary, plots: list[Path], out: Path) -> str:
     if summary.best_single:
         lines.append(f"- Best single model: **{summary.best_single}**.")
     lines += ["", "## Results", ""]
+    if summary.finished:
+        lines.append(
+            f"The run is unfinished: the table compares every system on the "
+            f"{summary.common_items} items all of them finished. Over all of its own finished "
+            "items each system scored: "
+            + "; ".join(
+                f"{name} {_ci(estimate, digits)} (n={estimate.n})"
+                for name, estimate in summary.finished.items()
+                if estimate is not None
+            )
+            + "."
+        )
+        lines.append("")
     header = ["system", "composition", "n", f"{title} (95% CI)", "Δ vs best single (95% CI)"]
     if kind == "exact":
         header += ["majority vote %", "oracle %"]
@@ -331,8 +344,17 @@ def _tradeoff(
     low = [max(0.0, y - s.score.low) if s.score else 0 for y, s in zip(ys, systems, strict=True)]
     high = [max(0.0, s.score.high - y) if s.score else 0 for y, s in zip(ys, systems, strict=True)]
     ax.errorbar(xs, ys, yerr=[low, high], fmt="o", color="#4c78a8", capsize=3, alpha=0.8)
-    for x, y, system in zip(xs, ys, systems, strict=True):
-        ax.annotate(system.name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    # Systems often tie on quality: stagger the labels so tied neighbours stay readable.
+    ranked = sorted(range(len(systems)), key=lambda i: (ys[i], xs[i]))
+    for rank, i in enumerate(ranked):
+        offset = (6, 6 if rank % 2 == 0 else -12)
+        ax.annotate(
+            _short(systems[i].name),
+            (xs[i], ys[i]),
+            textcoords="offset points",
+            xytext=offset,
+            fontsize=8,
+        )
     front = pareto_front(list(zip(xs, ys, strict=True)))
     if front:
         ax.step(

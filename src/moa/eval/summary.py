@@ -81,6 +81,8 @@ class RunSummary:
     best_single: str | None = None
     common_items: int = 0
     any_oracle: Estimate | None = None
+    finished: dict[str, Estimate | None] = field(default_factory=dict)
+    """Each system over all of its own finished items, when that differs from the table."""
 
     @property
     def kind(self) -> str:
@@ -93,6 +95,7 @@ class RunSummary:
             "best_single": self.best_single,
             "common_items": self.common_items,
             "any_oracle": None if self.any_oracle is None else self.any_oracle.to_dict(),
+            "finished": {k: v.to_dict() if v else None for k, v in self.finished.items()},
             "systems": [s.to_dict() for s in self.systems],
         }
 
@@ -122,8 +125,16 @@ def _item_score(record: dict[str, Any], kind: str) -> float | None:
     return None if score is None else float(score)
 
 
-def summarize(info: dict[str, Any], records: Sequence[dict[str, Any]]) -> RunSummary:
-    """Every system's numbers; paired comparisons use the items all systems finished."""
+def summarize(
+    info: dict[str, Any], records: Sequence[dict[str, Any]], *, common_only: bool = True
+) -> RunSummary:
+    """Every system's numbers, and every system against the best single model.
+
+    With ``common_only`` (the default) and systems at different points of an
+    unfinished run, the numbers are over the items *every* system finished, so
+    they compare like with like; ``RunSummary.finished`` keeps each system's
+    score over all of its own items.
+    """
     kind = str(info.get("task_kind", "exact"))
     scale = "rating" if kind == "graded" else "percent"
     factor = 1.0 if scale == "rating" else 100.0
@@ -134,14 +145,26 @@ def summarize(info: dict[str, Any], records: Sequence[dict[str, Any]]) -> RunSum
     for record in records:
         if not wanted or str(record.get("item_id")) in wanted:
             by_key[str(record.get("key"))][str(record.get("item_id"))] = record
+    systems = info.get("systems", [])
+    item_sets = [set(by_key.get(s["key"], {})) for s in systems]
+    common = set.intersection(*item_sets) if item_sets else set()
+    finished: dict[str, Estimate | None] = {}
+    if common_only and common and any(items != common for items in item_sets):
+        for system in systems:
+            everything = SystemSummary(system["name"], system["origin"], system["single"], system)
+            _fill(everything, list(by_key.get(system["key"], {}).values()), kind, factor)
+            finished[system["name"]] = everything.score
+        by_key = defaultdict(
+            dict, {k: {i: r for i, r in v.items() if i in common} for k, v in by_key.items()}
+        )
     summaries: list[SystemSummary] = []
     scores_by_system: dict[str, dict[str, float]] = {}
-    for system in info.get("systems", []):
+    for system in systems:
         items = by_key.get(system["key"], {})
         summary = SystemSummary(system["name"], system["origin"], system["single"], system)
         scores_by_system[system["name"]] = _fill(summary, list(items.values()), kind, factor)
         summaries.append(summary)
-    run = RunSummary(info, summaries, scale)
+    run = RunSummary(info, summaries, scale, finished=finished)
     _compare(run, scores_by_system, factor, kind, by_key, info)
     return run
 
