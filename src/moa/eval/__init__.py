@@ -1,8 +1,9 @@
 """Evaluation: run systems (mixtures, presets, single models) over a benchmark and report.
 
->>> from moa.eval import EvalOptions, EvalRun                       # doctest: +SKIP
->>> run = EvalRun(EvalOptions("gsm8k", "test.jsonl", Path("runs/gsm8k"), systems=["local"]))
->>> run.run()                                                       # doctest: +SKIP
+>>> from pathlib import Path
+>>> from moa.eval import EvalOptions, EvalRun
+>>> options = EvalOptions("gsm8k", "test.jsonl", Path("runs/gsm8k"), systems=["local"])
+>>> EvalRun(options).run()                                          # doctest: +SKIP
 
 The report (``moa.eval.report``) needs the ``eval`` extra (numpy, matplotlib).
 """
