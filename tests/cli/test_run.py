@@ -127,3 +127,13 @@ def test_options_before_the_prompt_mean_run(
         main(["--config", str(config), "a question"])
     assert exit_info.value.code == 0
     assert "The answer is 4." in capsys.readouterr().out
+
+
+def test_chat_shows_every_turns_answer(fake: FakeProvider, config: Path) -> None:
+    fake.script("agg", ["first answer", "second answer"])
+    code, out, err = invoke(
+        "chat", "--config", str(config), "--show-layers", stdin="one\ntwo\n/exit\n"
+    )
+    assert code == 0
+    assert "first answer" in out and "second answer" in out
+    assert err.count(" answer ─") == 2  # each turn's answer gets its own heading

@@ -58,6 +58,7 @@ class EventPrinter:
             elif event.result.output:
                 self.out.write(event.result.output + "\n")
             self.out.flush()
+            self._answer_started = False  # the next run (a chat turn) starts afresh
             if self.show_layers:
                 self.console.print(Text(summary_line(event.result), style="dim"))
             return event.result

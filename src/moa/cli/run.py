@@ -16,6 +16,9 @@ __all__ = ["chat", "run"]
 SystemOption = Annotated[
     str | None, typer.Option("--system", "-s", help="Your system prompt (kept for every agent).")
 ]
+ShowLayersOption = Annotated[
+    bool, typer.Option("--show-layers", help="Print every intermediate answer, by layer.")
+]
 MaxTokensOption = Annotated[
     int | None, typer.Option("--max-tokens", min=1, help="Limit the final answer's length.")
 ]
@@ -26,9 +29,7 @@ def run(
     preset: PresetOption = None,
     config: ConfigOption = None,
     system: SystemOption = None,
-    show_layers: Annotated[
-        bool, typer.Option("--show-layers", help="Print every intermediate answer, by layer.")
-    ] = False,
+    show_layers: ShowLayersOption = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the whole result (every call) as JSON.")
     ] = False,
@@ -51,9 +52,7 @@ def chat(
     preset: PresetOption = None,
     config: ConfigOption = None,
     system: SystemOption = None,
-    show_layers: Annotated[
-        bool, typer.Option("--show-layers", help="Print every intermediate answer, by layer.")
-    ] = False,
+    show_layers: ShowLayersOption = False,
     max_tokens: MaxTokensOption = None,
 ) -> None:
     """Talk with a mixture over several turns (/reset clears the history, /exit or Ctrl-D quits)."""
