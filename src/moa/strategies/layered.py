@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import BaseModel, ConfigDict
 
 from moa.engine.context import RunContext
-from moa.engine.references import Reference
 from moa.engine.result import AgentResult
 from moa.engine.strategy import Strategy, register_strategy
-from moa.strategies.early_exit import exit_early
+from moa.strategies.common import StrategyOptions, run_layers
+from moa.strategies.sliding import aggregate
+from moa.strategies.window import ContextPolicy
 
-__all__ = ["layered"]
-
-
-async def layered(ctx: RunContext) -> AgentResult:
-    references: list[Reference] = []
-    for number, layer in enumerate(ctx.spec.layers, start=1):
-        result = await ctx.run_layer(number, layer, references)
-        references = ctx.references_of(result.agents)
-        if exit_early(ctx, result, remaining=len(ctx.spec.layers) - number):
-            break
-    return await ctx.aggregate(references)
+__all__ = ["LayeredOptions", "layered"]
 
 
-def _build(_: Any) -> Strategy:
-    return layered
+class LayeredOptions(BaseModel):
+    """Options of ``strategy: {type: layered, ...}`` (the default strategy)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    context: ContextPolicy | None = None
+    """What to do when references would overflow an agent's context window."""
 
 
-register_strategy("layered", _build, summary="layers of proposers, then one aggregator (default)")
+def layered(options: LayeredOptions) -> Strategy:
+    # Only the context policy applies: the paper's MoA has no layer of samples.
+    shared = StrategyOptions(context=options.context)
+
+    async def run(ctx: RunContext) -> AgentResult:
+        references = await run_layers(ctx, shared)
+        return await aggregate(ctx, references, policy=options.context)
+
+    return run
+
+
+register_strategy(
+    "layered",
+    layered,
+    LayeredOptions,
+    "layers of proposers, then one aggregator (default)",
+)
