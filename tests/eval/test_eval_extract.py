@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from moa.eval.extract import extract_choice, extract_number, normalize_number, numbers_equal
+from moa.answers import extract_choice, extract_number, normalize_number, numbers_equal
 from moa.eval.scorers import majority_vote, score_choice, score_number
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "eval"

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moa.answers import normalize_number
 from moa.errors import ConfigError
-from moa.eval.extract import normalize_number
 
 __all__ = [
     "EvalItem",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from moa.eval.extract import extract_choice, extract_number, numbers_equal
+from moa.answers import extract_choice, extract_number, numbers_equal
 
 __all__ = ["ExactScore", "majority_vote", "score_choice", "score_exact_record", "score_number"]
 

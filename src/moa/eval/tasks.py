@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from moa.answers import numbers_equal
 from moa.errors import ConfigError
 from moa.eval.datasets import (
     EvalItem,
@@ -20,7 +21,6 @@ from moa.eval.datasets import (
     load_mmlu,
     load_mt_bench,
 )
-from moa.eval.extract import numbers_equal
 from moa.eval.prompts import PromptSet, fill
 from moa.eval.scorers import ExactScore, score_choice, score_number
 

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from difflib import SequenceMatcher
 from itertools import combinations
 
+from moa.answers import extract_answer
 from moa.engine.context import RunContext
 from moa.engine.result import LayerResult
 from moa.engine.spec import EarlyExitSpec
-from moa.strategies.answers import extract_answer
 
 __all__ = ["agreement", "exit_early", "similarity"]
 

@@ -15,11 +15,11 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from moa.answers import AnswerKind, extract_answer
 from moa.engine.context import RunContext
 from moa.engine.references import Reference
 from moa.engine.result import AgentResult
 from moa.engine.strategy import Strategy, register_strategy
-from moa.strategies.answers import AnswerKind, extract_answer
 from moa.strategies.common import StrategyOptions, finish, run_layers
 from moa.strategies.sliding import aggregate
 

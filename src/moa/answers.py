@@ -1,5 +1,9 @@
 """Read the final answer out of a model's free-form reply.
 
+One reading serves everyone who compares answers: the scorers of ``moa eval``,
+the ``vote`` strategy and the ``early_exit`` agreement test, so a mixture
+counts as agreeing exactly when the scorer would read the same answer.
+
 Small models rarely follow the requested answer format exactly: they bold the
 number, add units and dollar signs, write ``1,234``, answer in a Python block
 with an invented "output" section, or get cut off at ``max_tokens`` in the
@@ -12,7 +16,8 @@ A code block left open by truncation is ignored, because the numbers in
 unfinished code are inputs, not results.
 
 letters: "answer is (B)" / "Answer: B" > ``\\boxed{B}`` > a line that is only a
-letter > a line starting with "B)" or "(B)" > the text of exactly one choice.
+letter > a line starting with "B)" or "(B)" > the text of exactly one choice
+(without the choices' texts, as in a vote: the last capital letter A-J).
 """
 
 from __future__ import annotations
@@ -20,8 +25,18 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
+from typing import Literal
 
-__all__ = ["extract_choice", "extract_number", "normalize_number", "numbers_equal"]
+__all__ = [
+    "AnswerKind",
+    "extract_answer",
+    "extract_choice",
+    "extract_number",
+    "normalize_number",
+    "numbers_equal",
+]
+
+AnswerKind = Literal["number", "choice", "last_line", "text"]
 
 # A number as people write it: optional sign and currency, thousands separators, decimals.
 _NUMBER = r"-?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\$?\s?\.\d+"
@@ -200,11 +215,11 @@ def _letter_class(n: int) -> str:
     return f"[{_LETTERS[:n]}]"
 
 
-def extract_choice(text: str, choices: Sequence[str]) -> int | None:
-    """The index of the chosen option (``A`` = 0) or ``None`` when no choice is clear."""
+def _choice_letter(text: str, count: int = len(_LETTERS)) -> str | None:
+    """The option letter ``text`` states (among the first ``count``), or ``None``."""
     if not text:
         return None
-    letters = _letter_class(len(choices))
+    letters = _letter_class(count)
     explicit = [
         rf"(?i:answer)\W{{0,4}}(?:(?i:is)\s*)?(?:(?i:option)\s*)?[:\s]*\**\s*\(?({letters})\b(?!')",
         rf"\\boxed\s*\{{\s*(?:\\text\{{)?\s*({letters})\b",
@@ -213,14 +228,22 @@ def extract_choice(text: str, choices: Sequence[str]) -> int | None:
     for pattern in explicit:
         matches = re.findall(pattern, text)
         if matches:
-            return _LETTERS.index(matches[-1])
+            return str(matches[-1])
     # Weaker signals count only when they name a single letter: a reply that restates
     # every option ("A. ..., B. ...") has chosen none of them.
     for pattern in (rf"(?m)^\s*\**\s*\(?({letters})[.)]", rf"\(({letters})\)"):
         distinct = set(re.findall(pattern, text))
         if len(distinct) == 1:
-            return _LETTERS.index(distinct.pop())
-    return _by_choice_text(text, choices)
+            return str(distinct.pop())
+    return None
+
+
+def extract_choice(text: str, choices: Sequence[str]) -> int | None:
+    """The index of the chosen option (``A`` = 0) or ``None`` when no choice is clear."""
+    letter = _choice_letter(text, len(choices))
+    if letter is not None:
+        return _LETTERS.index(letter)
+    return _by_choice_text(text, choices) if text else None
 
 
 def _by_choice_text(text: str, choices: Sequence[str]) -> int | None:
@@ -228,3 +251,41 @@ def _by_choice_text(text: str, choices: Sequence[str]) -> int | None:
     lowered = text.lower()
     found = [i for i, c in enumerate(choices) if c.strip() and c.strip().lower() in lowered]
     return found[0] if len(found) == 1 else None
+
+
+# -- any kind of answer, for comparing replies with each other ----------------------------
+
+_ANY_LETTER_RE = re.compile(rf"\b([{_LETTERS}])\b")
+
+
+def _words(text: str) -> str:
+    return " ".join(text.lower().split()).rstrip(".")
+
+
+def extract_answer(
+    text: str, kind: AnswerKind = "number", pattern: str | None = None
+) -> str | None:
+    """The normalised final answer of ``text`` (``None`` when it states none).
+
+    ``pattern`` is a regular expression whose last match (its group, if it has
+    one) is the answer; otherwise ``kind`` says what to read: the final number,
+    the chosen letter, the last line or the whole text (case and spacing folded).
+    """
+    if not text or not text.strip():
+        return None
+    if pattern is not None:
+        matches = re.findall(pattern, text)
+        return str(matches[-1]).strip() if matches else None
+    if kind == "text":
+        return _words(text)
+    if kind == "last_line":
+        lines = [line for line in text.splitlines() if line.strip()]
+        return _words(lines[-1])
+    if kind == "number":
+        return extract_number(text)
+    letter = _choice_letter(text)
+    if letter is not None:
+        return letter
+    # With no option texts to match, a bare letter is the only remaining signal.
+    letters = _ANY_LETTER_RE.findall(text)
+    return str(letters[-1]) if letters else None

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from moa.strategies.answers import extract_answer
+from moa.answers import extract_answer, extract_number
 
 
 @pytest.mark.parametrize(
@@ -29,3 +32,17 @@ def test_choices_lines_and_patterns() -> None:
     assert extract_answer("Yes  Indeed.", "text") == "yes indeed"
     assert extract_answer("val=3; val=9", pattern=r"val=(\d)") == "9"
     assert extract_answer("nothing", pattern=r"val=(\d)") is None
+
+
+def test_a_bare_letter_counts_when_no_option_texts_are_known() -> None:
+    assert extract_answer("it is C", "choice") == "C"
+    assert extract_answer("A. one\nB. two\nSo B", "choice") == "B"
+    assert extract_answer("no letters here", "choice") is None
+
+
+def test_votes_read_numbers_the_way_the_scorer_does() -> None:
+    fixture = Path(__file__).parent / "fixtures" / "eval" / "number_replies.jsonl"
+    cases = [json.loads(line) for line in fixture.read_text("utf-8").splitlines() if line.strip()]
+    assert cases
+    for case in cases:
+        assert extract_answer(case["text"]) == extract_number(case["text"]) == case["expected"]
