@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from moa import Mixture, MixtureSpec, ProviderRegistry
 from moa.engine.spec import EarlyExitSpec
+from moa.engine.strategy import strategy_names
 from moa.strategies.early_exit import agreement, similarity
 from moa.testing import FakeProvider
 
@@ -11,7 +16,7 @@ THREE_LAYERS = {
 }
 
 
-def mixture(early_exit: dict | None, fake: FakeProvider) -> Mixture:
+def mixture(early_exit: dict[str, Any] | None, fake: FakeProvider) -> Mixture:
     spec = MixtureSpec.model_validate({**THREE_LAYERS, "early_exit": early_exit})
     return Mixture(spec, ProviderRegistry().add("fake", fake))
 
@@ -47,6 +52,39 @@ async def test_similarity_method_exits_on_near_identical_texts() -> None:
     result = await mixture({"method": "similarity", "threshold": 0.8}, fake).arun("capital?")
     assert len(result.layers) == 1
     assert "mean similarity" in result.notes[0]
+
+
+# Options that keep a strategy to the configured layers (no first layer of samples).
+WITHOUT_SAMPLES: dict[str, dict[str, Any]] = {
+    "self-moa": {"samples": None},
+    "self-moa-seq": {"samples": None},
+}
+
+
+@pytest.mark.parametrize("strategy", strategy_names())
+async def test_every_strategy_skips_the_layers_after_agreeing_answers(strategy: str) -> None:
+    # Later layers and the final step would answer 5: only skipping them keeps the 4.
+    fake = FakeProvider(
+        replies={"p1a": "The answer is 4", "p1b": "2 + 2 = 4, so 4."},
+        default="Best: 1\nStop: no\nThe answer is 5.",
+    )
+    spec = MixtureSpec.model_validate(
+        {
+            "layers": [
+                [{"model": "fake:p1a"}, {"model": "fake:p1b"}],
+                [{"model": "fake:p2a"}, {"model": "fake:p2b"}],
+                [{"model": "fake:p3a"}, {"model": "fake:p3b"}],
+            ],
+            "aggregator": {"model": "fake:agg"},
+            "early_exit": {"method": "answer"},
+            "strategy": {"type": strategy, **WITHOUT_SAMPLES.get(strategy, {})},
+        }
+    )
+    result = await Mixture(spec, ProviderRegistry().add("fake", fake)).arun("2+2?")
+    later = [c.model for c in fake.calls if c.model[:2] in ("p2", "p3")]
+    assert later == [], f"{strategy} ran layers 2-3 although layer 1 agreed"
+    assert len(result.layers) == 1
+    assert any(n.startswith("early exit after layer 1") for n in result.notes)
 
 
 def test_agreement_threshold_is_a_share_of_the_answers() -> None:
