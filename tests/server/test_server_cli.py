@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from moa.cli.main import app
@@ -126,6 +128,70 @@ def test_serve_with_workers_and_a_key(tmp_path: Path, upstream: FakeOpenAIServer
         stop(process)
     assert process.stderr is not None
     assert b"s3cret" not in process.stderr.read()  # keys are never logged
+
+
+def chat_requests_counted(base: str) -> float:
+    """What one scrape of ``/metrics`` says about successful chat completions."""
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "moa_http_requests_total"
+        and sample.labels == {"route": "/v1/chat/completions", "status": "200"}
+    )
+
+
+def answered_by_each_worker(shared: Path, route: str) -> list[float]:
+    """Requests to ``route`` that each worker answered, read from that worker's own file."""
+    return [
+        sum(
+            sample.value
+            for metric in MultiProcessCollector.merge([str(file)])  # type: ignore[no-untyped-call]
+            for sample in metric.samples
+            if sample.name == "moa_http_requests_total" and sample.labels["route"] == route
+        )
+        for file in sorted(shared.glob("counter_*.db"))
+    ]
+
+
+def test_metrics_of_every_worker_whichever_answers(
+    tmp_path: Path, upstream: FakeOpenAIServer
+) -> None:
+    write_config(tmp_path, upstream.base_url)
+    scratch = tmp_path / "tmp"  # where moa serve makes its metrics directory
+    scratch.mkdir()
+    args = ["--config-dir", str(tmp_path), "--no-presets", "--workers", "2", "--no-access-log"]
+    process, base = start(args, {"MOA_API_KEYS": "", "TMPDIR": str(scratch)})
+    try:
+        [shared] = scratch.glob("moa-metrics-*")
+        chat = "/v1/chat/completions"
+        body = {"model": "one-model", "messages": USER}
+        sent = 0
+        # One connection per request, until each worker has answered some.
+        while sent < 100:
+            per_worker = answered_by_each_worker(shared, chat)
+            if sent >= 4 and len(per_worker) == 2 and min(per_worker) > 0:
+                break
+            assert httpx.post(f"{base}{chat}", json=body, timeout=10).status_code == 200
+            sent += 1
+        else:
+            raise AssertionError("one worker answered every request")
+        deadline = time.monotonic() + 10
+        while chat_requests_counted(base) != sent and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Every scrape counts every worker's requests, until each worker has answered scrapes.
+        before = answered_by_each_worker(shared, "/metrics")
+        for _ in range(100):
+            assert chat_requests_counted(base) == sent
+            after = answered_by_each_worker(shared, "/metrics")
+            if all(now > then for now, then in zip(after, before, strict=True)):
+                break
+        else:
+            raise AssertionError("one worker answered every scrape")
+    finally:
+        stop(process)
+    assert not list(scratch.glob("moa-metrics-*"))  # removed when moa serve stops
 
 
 def test_broken_config_fails_before_serving(tmp_path: Path) -> None:

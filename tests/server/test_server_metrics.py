@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from server_helpers import ServeFactory, fake_mixture
 
 from moa import ProviderStatusError
+from moa.server.metrics import MULTIPROC_DIR_ENV, forget_dead_workers, shared_metrics_dir
 from moa.testing import FakeProvider
 
 USER = [{"role": "user", "content": "What is 2 + 2?"}]
@@ -60,3 +67,38 @@ def test_healthz_and_playground_files(serve: ServeFactory) -> None:
     # Everything the page loads comes from this server: no CDN.
     assert "http" not in page.text.replace("http-equiv", "")
     assert httpx.get(f"{base}/static/../app.py").status_code == 404
+
+
+def test_apps_in_one_process_keep_their_own_numbers(serve: ServeFactory) -> None:
+    first, second = serve(), serve()
+    body = {"model": "fake-moa", "messages": USER}
+    assert httpx.post(f"{first}/v1/chat/completions", json=body).status_code == 200
+    key = ("moa_completions_total", frozenset({"mixture": "fake-moa", "outcome": "ok"}.items()))
+    assert samples(first)[key] == 1
+    assert key not in samples(second)
+
+
+def test_a_run_of_workers_gets_a_fresh_metrics_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MULTIPROC_DIR_ENV, "/somewhere/else")
+    with shared_metrics_dir() as first:
+        assert os.environ[MULTIPROC_DIR_ENV] == str(first)
+        assert first.is_dir() and not list(first.iterdir())
+        (first / "counter_1.db").write_bytes(b"")
+    assert not first.exists()
+    assert os.environ[MULTIPROC_DIR_ENV] == "/somewhere/else"
+    with shared_metrics_dir() as second:
+        assert second != first and not list(second.iterdir())
+
+
+def test_a_scrape_forgets_the_in_flight_gauge_of_dead_workers(tmp_path: Path) -> None:
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    for pid in (exited.pid, os.getpid()):
+        for name in (f"gauge_livesum_{pid}.db", f"counter_{pid}.db"):
+            (tmp_path / name).write_bytes(b"")
+    forget_dead_workers(tmp_path)
+    left = sorted(path.name for path in tmp_path.iterdir())
+    mine = os.getpid()
+    assert left == sorted(
+        [f"counter_{exited.pid}.db", f"counter_{mine}.db", f"gauge_livesum_{mine}.db"]
+    )

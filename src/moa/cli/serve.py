@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -66,6 +67,7 @@ def serve(
 
             from moa.server import ServerSettings, api_keys_from_env, create_app
             from moa.server.app import SETTINGS_ENV, tune_gc_for_serving
+            from moa.server.metrics import shared_metrics_dir
         except ImportError as exc:
             raise ConfigError(
                 "the server needs its extra: pip install 'mixture-of-agents[server]'"
@@ -95,6 +97,7 @@ def serve(
                 highlight=False,
             )
         target: object = app
+        metrics_dir: AbstractContextManager[object] = nullcontext()
         if workers == 1:
             tune_gc_for_serving()
         else:
@@ -102,12 +105,15 @@ def serve(
             public = settings.model_dump(mode="json", exclude={"api_keys"})
             os.environ[SETTINGS_ENV] = json.dumps({**public, "api_key_env": api_key_env})
             target = "moa.server.app:create_app_from_env"
-        uvicorn.run(
-            target,  # type: ignore[arg-type]
-            host=host,
-            port=port,
-            workers=workers,
-            factory=workers > 1,
-            log_level=log_level,
-            access_log=access_log,
-        )
+            # Every worker writes its metrics there, so any of them can answer for all.
+            metrics_dir = shared_metrics_dir()
+        with metrics_dir:
+            uvicorn.run(
+                target,  # type: ignore[arg-type]
+                host=host,
+                port=port,
+                workers=workers,
+                factory=workers > 1,
+                log_level=log_level,
+                access_log=access_log,
+            )

@@ -68,6 +68,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        metrics.close()
         await catalog.aclose()
 
     app = FastAPI(

@@ -1,11 +1,30 @@
-"""Prometheus metrics of one server instance (a registry per app: no global state).
+"""Prometheus metrics of the server, for one process or for several workers.
 
 HTTP requests and their latency by route and status; first-token latency per
 mixture; every upstream call by model and outcome, with its latency and tokens;
-errors by type. With several workers each process keeps its own numbers.
+errors by type.
+
+In one process (``moa serve``, tests, an application embedding the app) every
+app keeps its own registry, so several apps in one process never mix their
+numbers. With several worker processes (``moa serve --workers N``) the numbers
+come from prometheus-client's multiprocess mode: :func:`shared_metrics_dir`
+makes a fresh directory for the run and names it in ``PROMETHEUS_MULTIPROC_DIR``
+before the workers start. prometheus-client decides when it is imported whether
+values live in memory or in files, and each worker imports it afresh, so each
+writes its values to files of its own there; a scrape, whichever worker answers
+it, merges the files of every worker. The in-flight gauge counts live workers
+only: a worker that stops drops its files for it, and a scrape drops those of a
+worker that died without stopping.
 """
 
 from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -14,20 +33,87 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    values,
 )
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from moa.engine.result import AgentResult
 
-__all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "MULTIPROC_DIR_ENV",
+    "ServerMetrics",
+    "forget_dead_workers",
+    "multiprocess_dir",
+    "shared_metrics_dir",
+]
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus-client's variable naming the directory of multiprocess mode."""
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+def multiprocess_dir() -> Path | None:
+    """The directory this process writes its metric values to, or None when they are in memory.
+
+    Values are in files only when ``PROMETHEUS_MULTIPROC_DIR`` was set before
+    prometheus-client was first imported in this process.
+    """
+    path = os.environ.get(MULTIPROC_DIR_ENV)
+    if not path or not getattr(values.ValueClass, "_multiprocess", False):
+        return None
+    return Path(path)
+
+
+@contextmanager
+def shared_metrics_dir() -> Iterator[Path]:
+    """A fresh directory in ``PROMETHEUS_MULTIPROC_DIR`` for the workers started inside.
+
+    A directory per run, because files left by an earlier run would be counted
+    again; it is removed, and the variable restored, on the way out.
+    """
+    previous = os.environ.get(MULTIPROC_DIR_ENV)
+    path = Path(tempfile.mkdtemp(prefix="moa-metrics-"))
+    os.environ[MULTIPROC_DIR_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROC_DIR_ENV, None)
+        else:
+            os.environ[MULTIPROC_DIR_ENV] = previous
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def forget_dead_workers(path: Path) -> None:
+    """Drop the live-gauge files of processes that no longer exist (a crashed worker's)."""
+    if os.name != "posix":  # os.kill(pid, 0) probes only on POSIX
+        return
+    for file in path.glob("gauge_live*_*.db"):
+        try:
+            pid = int(file.stem.rsplit("_", 1)[1])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
+        except PermissionError:
+            continue  # alive, under another user
 
 
 class ServerMetrics:
     """The counters and histograms the server updates, and their text exposition."""
 
     def __init__(self) -> None:
+        self.shared_dir = multiprocess_dir()
+        # The metrics always register here, never in the library's global registry;
+        # in multiprocess mode this registry is not what a scrape reads.
         self.registry = CollectorRegistry(auto_describe=True)
+        self._scraped = self.registry
+        if self.shared_dir is not None:
+            self._scraped = CollectorRegistry()
+            MultiProcessCollector(self._scraped, path=str(self.shared_dir))  # type: ignore[no-untyped-call]
         r = self.registry
         self.requests = Counter(
             "moa_http_requests", "HTTP requests answered.", ["route", "status"], registry=r
@@ -40,7 +126,10 @@ class ServerMetrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "moa_http_requests_in_flight", "Chat completions being answered.", registry=r
+            "moa_http_requests_in_flight",
+            "Chat completions being answered.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.completions = Counter(
             "moa_completions",
@@ -91,4 +180,12 @@ class ServerMetrics:
         self.errors.labels(type_, code or "").inc()
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text format: this app's numbers, or every worker's in multiprocess mode."""
+        if self.shared_dir is not None:
+            forget_dead_workers(self.shared_dir)
+        return generate_latest(self._scraped)
+
+    def close(self) -> None:
+        """This process stops serving: its in-flight requests stop counting."""
+        if self.shared_dir is not None:
+            mark_process_dead(os.getpid(), str(self.shared_dir))  # type: ignore[no-untyped-call]
