@@ -9,10 +9,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
+import uvicorn
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
@@ -20,7 +22,7 @@ from typer.testing import CliRunner
 from moa.cli.main import app
 from moa.testing.openai_server import FakeOpenAIServer, ModelBehavior
 
-USER = [{"role": "user", "content": "What is 2 + 2?"}]
+USER: Any = [{"role": "user", "content": "What is 2 + 2?"}]
 
 
 def free_port() -> int:
@@ -102,7 +104,8 @@ def test_serve_a_config_directory(tmp_path: Path, upstream: FakeOpenAIServer) ->
         assert sorted(m.id for m in api.models.list().data) == ["duo", "one-model"]
         completion = api.chat.completions.create(model="duo", messages=USER)
         assert completion.choices[0].message.content == "It is 4."
-        assert completion.usage is not None and completion.model_extra["moa"]["usage"]["calls"] == 3
+        assert completion.usage is not None and completion.model_extra is not None
+        assert completion.model_extra["moa"]["usage"]["calls"] == 3
         stream = api.chat.completions.create(model="one-model", messages=USER, stream=True)
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == (
             "Alpha says 4."
@@ -199,6 +202,31 @@ def test_broken_config_fails_before_serving(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["serve", "--config-dir", str(tmp_path), "--no-presets"])
     assert result.exit_code == 2
     assert "layerz" in result.output
+
+
+def test_startup_names_the_mixtures_that_cannot_run_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "staircase.yaml").write_text(
+        """
+providers:
+  up: {base_url: "http://127.0.0.1:9/v1", requires_key: false}
+layers:
+  - [{model: "up:a"}, {model: "up:b"}]
+aggregator: {model: "up:agg"}
+strategy: {type: chunked}
+""",
+        "utf-8",
+    )
+    served: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append(app))
+    monkeypatch.setattr("moa.server.app.tune_gc_for_serving", lambda: None)  # not this process's
+    args = ["serve", "--config-dir", str(tmp_path), "--no-presets"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "500"})
+    assert result.exit_code == 0, result.output
+    assert len(served) == 1  # it serves all the same: a request may choose another strategy
+    assert "staircase cannot run here: strategy 'chunked' needs" in result.output
+    assert "supports_continue: true" in result.output
 
 
 def test_help_lists_the_options() -> None:

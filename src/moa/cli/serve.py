@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from moa.cli.common import err_console, reporting_errors
 from moa.errors import ConfigError
@@ -84,13 +85,21 @@ def serve(
             request_deadline=deadline,
         )
         app = create_app(settings)  # a broken config fails here, before the port is taken
-        names = app.state.catalog.names()
+        catalog = app.state.catalog
+        names = catalog.names()
         url = f"http://{host}:{port}"
         err_console.print(
             f"moa: serving {len(names)} mixture(s) ({', '.join(names)}) at {url}/v1; "
             f"playground at {url}/",
             highlight=False,
         )
+        for name in names:
+            problem = catalog.problem(name)
+            if problem is not None:
+                err_console.print(
+                    f"[yellow]{escape(name)} cannot run here:[/] {escape(problem)}",
+                    highlight=False,
+                )
         if not keys:
             err_console.print(
                 f"[yellow]no API key required[/] (set {api_key_env} to require one)",

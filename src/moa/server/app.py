@@ -91,6 +91,7 @@ def create_app(
             mixture = mixture.variant(chat.overrides)
         label = chat.model if chat.model in catalog else "passthrough"
         run = ChatRun(mixture, chat, metrics, label)
+        run.check()
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         headers = {"x-request-id": completion_id}

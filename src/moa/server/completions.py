@@ -24,6 +24,7 @@ from moa.engine.events import AgentDone, AgentFailed, Done, Event, TextDelta
 from moa.engine.mixture import Mixture
 from moa.engine.result import Result
 from moa.errors import MoAError
+from moa.server.catalog import check_runnable
 from moa.server.errors import APIError, from_library_error
 from moa.server.limits import send_error
 from moa.server.metrics import ServerMetrics
@@ -52,6 +53,19 @@ class ChatRun:
         self.label = label
         self.started = time.perf_counter()
 
+    def check(self) -> None:
+        """Refuse, before any upstream call, a run that cannot start here."""
+        try:
+            check_runnable(self.mixture)
+        except MoAError as exc:
+            self.metrics.completions.labels(self.label, type(exc).__name__).inc()
+            raise self._api_error(exc) from exc
+
+    def _api_error(self, error: MoAError) -> APIError:
+        overrides = self.request.overrides
+        chosen = overrides is not None and overrides.strategy is not None
+        return from_library_error(error, strategy_param="moa.strategy" if chosen else None)
+
     async def events(self) -> AsyncGenerator[Event, None]:
         """The mixture's events; library errors come out as :class:`APIError`."""
         outcome = "cancelled"
@@ -73,7 +87,7 @@ class ChatRun:
                 yield event
         except MoAError as exc:
             outcome = type(exc).__name__
-            raise from_library_error(exc) from exc
+            raise self._api_error(exc) from exc
         finally:
             self.metrics.completions.labels(self.label, outcome).inc()
 
