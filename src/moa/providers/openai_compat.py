@@ -17,6 +17,7 @@ import weakref
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import aiohttp
 import openai
 from pydantic import SecretStr
 
@@ -126,6 +127,7 @@ class OpenAICompatProvider(Provider):
                 timeout=self.timeout,
                 max_retries=0,
                 default_headers=self.headers or None,
+                http_client=_http_client(self.timeout, self.max_concurrency),
             )
             self._clients[loop] = client
         return client
@@ -223,14 +225,14 @@ class OpenAICompatProvider(Provider):
 
     def _error(self, exc: openai.OpenAIError, model: str) -> ProviderError:
         where = f"{self.name} ({self.base_url}), model {model!r}"
-        if isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
             return ProviderTimeoutError(
                 self._redact(f"{where}: no response within {self.timeout:g}s"),
                 provider=self.name,
                 model=model,
             )
         if isinstance(exc, openai.APIConnectionError):
-            cause = exc.__cause__ or exc
+            cause = _root(exc)
             return ProviderConnectionError(
                 self._redact(
                     f"{where}: cannot connect ({type(cause).__name__}: {cause}); "
@@ -265,6 +267,39 @@ class OpenAICompatProvider(Provider):
         """Never let the key reach a message, even if a server echoes it back."""
         key = self._api_key.get_secret_value() if self._api_key else ""
         return text.replace(key, "***") if len(key) >= 4 else text
+
+
+def _http_client(timeout: float, max_concurrency: int | None) -> Any:
+    """The SDK's client on aiohttp's connection pool, sized by the engine's own limit.
+
+    The default httpx pool walks its whole connection list on every request and
+    response event, so its CPU per call grows with the number of calls in flight;
+    a mixture under load keeps thousands open (``moa bench server``). aiohttp's
+    connector does not. Calls per provider are bounded by the engine
+    (``max_concurrency``), so the pool sets no lower ceiling of its own: it matches
+    that limit, or has none (aiohttp's 0) when the provider has none.
+    """
+    # The SDK's own Limits class (httpx or its successor, depending on the SDK version).
+    limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=max_concurrency or 0)
+    return openai.DefaultAioHttpClient(timeout=timeout, limits=limits)
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The original error under the SDK's and the transport's wrappers."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a "timeout" is really a failed connect: the aiohttp transport reports
+    every connection error (refused, unknown host) as a connect timeout."""
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, aiohttp.ClientConnectorError):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _detail(exc: openai.APIStatusError) -> str:
