@@ -24,7 +24,12 @@ from moa.engine.spec import (
     RetryPolicy,
     StrategySpec,
 )
-from moa.engine.strategy import Strategy, register_strategy, strategy_names
+from moa.engine.strategy import (
+    Strategy,
+    StrategyRequirement,
+    register_strategy,
+    strategy_names,
+)
 
 __all__ = [
     "AgentDelta",
@@ -49,6 +54,7 @@ __all__ = [
     "RetryPolicy",
     "RunOverrides",
     "Strategy",
+    "StrategyRequirement",
     "StrategySpec",
     "TextDelta",
     "default_instruction",

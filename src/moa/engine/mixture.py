@@ -78,9 +78,18 @@ class Mixture:
         return other
 
     def check(self) -> None:
-        """Resolve every model id now, so a missing key or model fails before any call."""
+        """Raise the error that would stop this mixture before its first call, if any.
+
+        Every model id must resolve (its provider is known and has its key), and
+        the strategy's ``requires`` check, when it registered one, must pass. Makes
+        no call and never depends on the prompt, so a server can ask it for
+        ``/v1/models``.
+        """
         for model_id in self.spec.model_ids():
             self.providers.resolve(model_id)
+        requires = get_strategy(self.spec.strategy.type).requires
+        if requires is not None:
+            requires(self.spec, self.providers)
 
     async def astream(
         self,

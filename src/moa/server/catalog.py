@@ -8,46 +8,28 @@ files and pass-through ids (presets keep their own). A model id such as
 ``openai:gpt-4o-mini`` that names no mixture is answered by that one model, when
 pass-through is allowed.
 
-A mixture is *available* when it can start here: every model id resolves (its
-provider is known and the provider's key is set) and its providers can do what
-its strategy needs (chunk-wise aggregation needs an aggregator that can
-continue a final assistant message). :func:`check_runnable` decides it before
-any upstream call, for ``/v1/models`` and for every request.
+A mixture is *available* when it can start here, as :meth:`Mixture.check
+<moa.engine.mixture.Mixture.check>` decides before any upstream call: every
+model id resolves (its provider is known and the provider's key is set) and its
+providers can do what its strategy requires. The server asks it for
+``/v1/models``, at startup and for every request.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from moa.config import build_mixture, load_config, preset_names
-from moa.engine.context import RunContext
-from moa.engine.events import Event
 from moa.engine.mixture import Mixture
 from moa.engine.spec import AgentSpec, MixtureSpec
 from moa.errors import ConfigError, MoAError
 from moa.providers.registry import ProviderRegistry, split_model_id
 from moa.server.errors import APIError
-from moa.strategies.chunked import require_continue
 
-__all__ = ["MixtureCatalog", "check_runnable"]
-
-_STRATEGY_NEEDS: dict[str, Callable[[RunContext], None]] = {"chunked": require_continue}
-"""What a strategy checks of the providers when it starts, by strategy name."""
-
-
-def check_runnable(mixture: Mixture) -> None:
-    """Raise the library error that would stop ``mixture`` before its first call here."""
-    mixture.check()
-    needs = _STRATEGY_NEEDS.get(mixture.spec.strategy.type)
-    if needs is not None:
-        needs(RunContext(mixture.spec, mixture.providers, messages=(), emit=_ignore))
-
-
-def _ignore(event: Event) -> None:
-    pass
+__all__ = ["MixtureCatalog"]
 
 
 class MixtureCatalog:
@@ -115,7 +97,7 @@ class MixtureCatalog:
     def problem(self, name: str) -> str | None:
         """Why the mixture ``name`` cannot run here, or None when it can."""
         try:
-            check_runnable(self._mixtures[name])
+            self._mixtures[name].check()
         except MoAError as exc:
             return str(exc)
         return None

@@ -24,7 +24,6 @@ from moa.engine.events import AgentDone, AgentFailed, Done, Event, TextDelta
 from moa.engine.mixture import Mixture
 from moa.engine.result import Result
 from moa.errors import MoAError
-from moa.server.catalog import check_runnable
 from moa.server.errors import APIError, from_library_error
 from moa.server.limits import send_error
 from moa.server.metrics import ServerMetrics
@@ -56,7 +55,7 @@ class ChatRun:
     def check(self) -> None:
         """Refuse, before any upstream call, a run that cannot start here."""
         try:
-            check_runnable(self.mixture)
+            self.mixture.check()
         except MoAError as exc:
             self.metrics.completions.labels(self.label, type(exc).__name__).inc()
             raise self._api_error(exc) from exc

@@ -33,13 +33,14 @@ from moa.engine.context import RunContext
 from moa.engine.events import AgentDelta, LayerDone, LayerStarted
 from moa.engine.references import Reference
 from moa.engine.result import AgentResult, LayerResult
-from moa.engine.spec import LayerSpec
+from moa.engine.spec import LayerSpec, MixtureSpec
 from moa.engine.strategy import Strategy, register_strategy
 from moa.errors import AggregationError, FeatureUnavailableError, QuorumError
+from moa.providers.registry import ProviderRegistry
 from moa.strategies.early_exit import exit_early
 from moa.types import Message, Usage
 
-__all__ = ["ChunkedOptions", "chunked"]
+__all__ = ["ChunkedOptions", "chunked", "require_continue"]
 
 _SUPPORTING = (
     "the local provider, or an OpenAI-compatible server that can continue a final "
@@ -99,7 +100,8 @@ class _Proposer:
 
 
 async def chunked(ctx: RunContext, options: ChunkedOptions) -> AgentResult:
-    require_continue(ctx)
+    # Mixture.check has run this already; a strategy handed to a Mixture directly has not.
+    require_continue(ctx.spec, ctx.providers)
     layers = ctx.spec.layers
     references: list[Reference] = []
     for number, layer in enumerate(layers[:-1], start=1):
@@ -113,10 +115,10 @@ async def chunked(ctx: RunContext, options: ChunkedOptions) -> AgentResult:
     return await _Staircase(ctx, len(layers), layers[-1], references, options).run()
 
 
-def require_continue(ctx: RunContext) -> None:
+def require_continue(spec: MixtureSpec, providers: ProviderRegistry) -> None:
     """Fail before any call when the aggregator cannot continue its own text."""
-    model_id = ctx.spec.aggregator.model
-    provider, model = ctx.providers.resolve(model_id)
+    model_id = spec.aggregator.model
+    provider, model = providers.resolve(model_id)
     if not provider.supports_continue:
         raise FeatureUnavailableError(
             f"strategy 'chunked' needs an aggregator whose provider can continue a final "
@@ -383,4 +385,5 @@ register_strategy(
     _build,
     ChunkedOptions,
     summary="the aggregator streams while the last layer's proposers still write (low TTFT)",
+    requires=require_continue,
 )
