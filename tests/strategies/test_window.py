@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from moa.testing import FakeProvider, FunctionProvider
 from moa.types import CompletionRequest, estimate_tokens
 
@@ -72,3 +74,32 @@ async def test_refining_layers_get_truncated_references_too(build: Any) -> None:
     result = await build(data, fake).arun("q")
     assert "characters left out" in system(fake.calls_for("r")[0])
     assert any(n.startswith("layer 2:") for n in result.notes)
+
+
+# The agent of each strategy's own step, and the label its truncation note starts with.
+STEPS: dict[str, tuple[dict[str, Any], str]] = {
+    "rank": ({"judge": {"model": "fake:small"}}, "rank: "),
+    "sparse": ({"judge": {"model": "fake:small"}, "keep": 1}, "sparse judge after layer 1: "),
+    "critique": ({"critic": {"model": "fake:small"}}, "critique of answer 1: "),
+    "reaggregate": ({"aggregators": [{"model": "fake:small"}]}, "re-aggregation stage 1: "),
+}
+
+
+@pytest.mark.parametrize("strategy", sorted(STEPS))
+async def test_a_strategy_step_fits_its_own_agent_and_notes_the_step(
+    build: Any, strategy: str
+) -> None:
+    options, label = STEPS[strategy]
+    fake = FakeProvider(replies={"a": LONG, "b": LONG}, default="Best: 1\nStop: no\nok")
+    data = {
+        "layers": [[{"model": "fake:a"}, {"model": "fake:b"}]],
+        "aggregator": {"model": "fake:agg"},
+        "strategy": {"type": strategy, **options, "context": {"windows": {"fake:small": 1200}}},
+    }
+    result = await build(data, fake).arun("q")
+    assert fake.calls_for("small")
+    for call in fake.calls_for("small"):
+        # 512: the reserve for the answer of an agent without max_tokens.
+        assert sum(estimate_tokens(m.content) + 4 for m in call.messages) + 512 <= 1200
+        assert "characters left out" in system(call)
+    assert any(n.startswith(f"{label}references for fake:small truncated") for n in result.notes)

@@ -13,7 +13,7 @@ from moa.engine.spec import AgentSpec
 from moa.engine.strategy import Strategy, register_strategy
 from moa.strategies.common import StrategyOptions, prompt, run_extra, run_layers
 from moa.strategies.sliding import aggregate
-from moa.strategies.window import truncate_references
+from moa.strategies.window import fit_for_agent
 
 __all__ = ["CritiqueOptions", "critique"]
 
@@ -41,11 +41,10 @@ def critique(options: CritiqueOptions) -> Strategy:
         layer = len(ctx.layers) + 1
         calls = []
         for index, reference in enumerate(references):
-            shown = [reference]
-            if options.context is not None:
-                shown, note = truncate_references(ctx, critic, shown, options.context, instruction)
-                if note:
-                    ctx.notes.append(f"critique of answer {index + 1}: {note}")
+            label = f"critique of answer {index + 1}"
+            shown = fit_for_agent(
+                ctx, critic, [reference], options.context, instruction, label=label
+            )
             calls.append(
                 ctx.agent_call(
                     critic,

@@ -15,7 +15,7 @@ from moa.strategies.common import (
 )
 from moa.strategies.judge import parse_ranking
 from moa.strategies.sliding import aggregate
-from moa.strategies.window import truncate_references
+from moa.strategies.window import fit_for_agent
 
 __all__ = ["RankOptions", "rank"]
 
@@ -37,11 +37,7 @@ def rank(options: RankOptions) -> Strategy:
             return finish(ctx, references[0].text, name="rank", layer=len(ctx.layers) + 1)
         judge = options.judge or ctx.spec.aggregator
         instruction = options.instruction or prompt("rank")
-        shown = references
-        if options.context is not None:
-            shown, note = truncate_references(ctx, judge, references, options.context, instruction)
-            if note:
-                ctx.notes.append(f"rank: {note}")
+        shown = fit_for_agent(ctx, judge, references, options.context, instruction, label="rank")
         call = ctx.agent_call(
             judge,
             layer=len(ctx.layers) + 1,

@@ -18,7 +18,7 @@ from moa.engine.strategy import Strategy, register_strategy
 from moa.errors import AggregationError
 from moa.strategies.common import StrategyOptions, run_extra, run_layers
 from moa.strategies.sliding import aggregate
-from moa.strategies.window import truncate_references
+from moa.strategies.window import fit_for_agent
 
 __all__ = ["ReaggregateOptions", "reaggregate"]
 
@@ -63,11 +63,9 @@ def reaggregate(options: ReaggregateOptions) -> Strategy:
         for stage in range(1, options.depth + 1):
             calls = []
             for index, agent in enumerate(replicas):
-                shown = references
-                if options.context is not None:
-                    shown, note = truncate_references(ctx, agent, references, options.context)
-                    if note:
-                        ctx.notes.append(f"re-aggregation stage {stage}: {note}")
+                shown = fit_for_agent(
+                    ctx, agent, references, options.context, label=f"re-aggregation stage {stage}"
+                )
                 calls.append(
                     ctx.agent_call(
                         agent, layer=layer, index=index, role="aggregator", references=shown

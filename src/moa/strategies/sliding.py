@@ -15,7 +15,7 @@ from moa.engine.references import Reference
 from moa.engine.result import AgentResult
 from moa.engine.spec import AgentSpec
 from moa.strategies.common import run_extra
-from moa.strategies.window import ContextPolicy, fits, truncate_references
+from moa.strategies.window import ContextPolicy, fit_for_agent, fits
 
 __all__ = ["aggregate", "sliding_aggregate"]
 
@@ -41,9 +41,7 @@ async def aggregate(
             return await sliding_aggregate(
                 ctx, refs, agent, policy=policy, instruction=instruction, layer=layer
             )
-        refs, note = truncate_references(ctx, agent, refs, policy, instruction)
-        if note:
-            ctx.notes.append(note)
+        refs = fit_for_agent(ctx, agent, refs, policy, instruction)
     return await ctx.aggregate(refs, agent, layer=layer, instruction=instruction)
 
 
@@ -83,10 +81,9 @@ async def sliding_aggregate(
     steps = 0
     while True:
         shown = carried + _next_batch(ctx, agent, carried, pending, batch, policy, instruction)
-        if policy is not None:
-            shown, note = truncate_references(ctx, agent, shown, policy, instruction)
-            if note:
-                ctx.notes.append(f"sliding step {steps + 1}: {note}")
+        shown = fit_for_agent(
+            ctx, agent, shown, policy, instruction, label=f"sliding step {steps + 1}"
+        )
         if not pending:
             if steps:
                 ctx.notes.append(f"sliding window: {steps + 1} aggregation steps")

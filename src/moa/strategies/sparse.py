@@ -17,7 +17,7 @@ from moa.engine.strategy import Strategy, register_strategy
 from moa.strategies.common import StrategyOptions, prompt, run_extra, run_layers
 from moa.strategies.judge import parse_ranking, parse_stop
 from moa.strategies.sliding import aggregate
-from moa.strategies.window import truncate_references
+from moa.strategies.window import fit_for_agent
 
 __all__ = ["SparseOptions", "sparse"]
 
@@ -41,11 +41,14 @@ def sparse(options: SparseOptions) -> Strategy:
         instruction = (options.instruction or prompt("select")).replace(
             "{keep}", str(min(options.keep, len(references)))
         )
-        shown = references
-        if options.context is not None:
-            shown, note = truncate_references(ctx, judge, references, options.context, instruction)
-            if note:
-                ctx.notes.append(f"sparse judge after layer {number}: {note}")
+        shown = fit_for_agent(
+            ctx,
+            judge,
+            references,
+            options.context,
+            instruction,
+            label=f"sparse judge after layer {number}",
+        )
         call = ctx.agent_call(
             judge,
             layer=number,

@@ -20,7 +20,14 @@ from moa.engine.references import Reference, with_references
 from moa.engine.spec import AgentSpec, LayerSpec
 from moa.types import estimate_tokens
 
-__all__ = ["ContextPolicy", "fit_for_layer", "fits", "prompt_tokens", "truncate_references"]
+__all__ = [
+    "ContextPolicy",
+    "fit_for_agent",
+    "fit_for_layer",
+    "fits",
+    "prompt_tokens",
+    "truncate_references",
+]
 
 MIN_REFERENCE_TOKENS = 32
 """Below this a reference says too little to be worth showing; drop some instead."""
@@ -140,6 +147,29 @@ def truncate_references(
     return shortened, note
 
 
+def fit_for_agent(
+    ctx: RunContext,
+    agent: AgentSpec,
+    references: Sequence[Reference],
+    policy: ContextPolicy | None,
+    instruction: str | None = None,
+    *,
+    label: str | None = None,
+) -> list[Reference]:
+    """References ``agent`` can take under ``policy`` (all of them without one).
+
+    What was cut is noted in the run's notes, after ``label`` (the step that
+    makes the call), so a shortened answer is never a silent one.
+    """
+    refs = list(references)
+    if policy is None:
+        return refs
+    refs, note = truncate_references(ctx, agent, refs, policy, instruction)
+    if note:
+        ctx.notes.append(note if label is None else f"{label}: {note}")
+    return refs
+
+
 def fit_for_layer(
     ctx: RunContext,
     layer: LayerSpec,
@@ -154,7 +184,4 @@ def fit_for_layer(
         layer.agents,
         key=lambda a: (policy.window_of(a.model) or 1 << 40) - reserve_of(ctx, a, policy),
     )
-    refs, note = truncate_references(ctx, tightest, refs, policy)
-    if note:
-        ctx.notes.append(f"layer {len(ctx.layers) + 1}: {note}")
-    return refs
+    return fit_for_agent(ctx, tightest, refs, policy, label=f"layer {len(ctx.layers) + 1}")
