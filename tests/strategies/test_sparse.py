@@ -56,3 +56,18 @@ async def test_no_judge_call_when_nothing_to_select(build: Any) -> None:
     result = await build(spec(keep=3, early_stop=False), fake).arun("q")
     assert not fake.calls_for("judge")
     assert not result.extra_calls
+
+
+async def test_no_judge_call_when_early_exit_ends_the_run(build: Any) -> None:
+    fake = FakeProvider(
+        replies={"a": "It is 4.", "b": "The answer is 4", "c": "2 + 2 = 4", "judge": "Best: 1"}
+    )
+    data = {**spec(keep=2), "early_exit": {"method": "answer"}}
+    result = await build(data, fake).arun("2+2?")
+    assert len(result.layers) == 1
+    assert fake.calls_for("judge") == []
+    assert not result.extra_calls
+    # No judge chose among the agreeing answers: the aggregator sees them all.
+    final = system(fake.calls_for("agg")[0])
+    assert all(answer in final for answer in ("It is 4.", "The answer is 4", "2 + 2 = 4"))
+    assert any(n.startswith("early exit after layer 1") for n in result.notes)

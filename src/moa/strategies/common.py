@@ -43,7 +43,10 @@ __all__ = [
 AfterLayer = Callable[
     [int, LayerResult, list[Reference], bool], Awaitable[tuple[list[Reference], bool]]
 ]
-"""``(layer number, its result, its references, is_last) -> (references to pass on, stop)``."""
+"""``(layer number, its result, its references, is_last) -> (references to pass on, stop)``.
+
+Not called for a layer after which early exit ends the run: its answers agree,
+and a hook's extra call (a judge) would only delay the answer."""
 
 
 @cache
@@ -139,13 +142,14 @@ async def run_layers(
         shown = fit_for_layer(ctx, layer, references, options.context)
         result = await ctx.run_layer(number, layer, shown)
         references = ctx.references_of(result.agents)
+        remaining = len(layers) - number
+        if exit_early(ctx, result, remaining=remaining):
+            break
         if after is not None:
-            references, stop = await after(number, result, references, number == len(layers))
-            if stop and number < len(layers):
+            references, stop = await after(number, result, references, not remaining)
+            if stop and remaining:
                 ctx.notes.append(f"stopped early after layer {number} of {len(layers)}")
                 break
-        if exit_early(ctx, result, remaining=len(layers) - number):
-            break
     return references
 
 
