@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,13 @@ from moa.engine import strategy as strategy_registry
 from moa.engine.context import RunContext
 from moa.engine.result import AgentResult
 from moa.engine.strategy import Strategy, get_strategy, register_strategy, strategy_names
-from moa.errors import FeatureUnavailableError, MissingAPIKeyError
+from moa.errors import (
+    ConfigError,
+    FeatureUnavailableError,
+    MissingAPIKeyError,
+    ModelNotInstalledError,
+)
+from moa.providers.catalog import CATALOG
 from moa.providers.settings import ProviderSettings
 from moa.strategies.chunked import require_continue
 from moa.testing import FakeProvider
@@ -122,3 +129,59 @@ def test_chunked_registers_its_continuation_requirement() -> None:
     Mixture(spec("chunked"), registry).check()  # FakeProvider can continue
     Mixture(spec("layered", aggregator="plain:agg"), registry).check()
     assert plain.calls == []
+
+
+# --- local models: installed or not, told without loading them --------------------------------
+
+
+@pytest.fixture
+def models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty model directory; loading any model there is a test failure."""
+
+    def no_loading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Mixture.check loaded a model")
+
+    monkeypatch.setenv("MOA_MODEL_DIR", str(tmp_path))
+    monkeypatch.setattr("moa.providers.local.LocalModel", no_loading)
+    return tmp_path
+
+
+def with_local(model: str) -> MixtureSpec:
+    return MixtureSpec.model_validate(
+        {"layers": [[{"model": model}, {"model": "fake:a"}]], "aggregator": {"model": "fake:agg"}}
+    )
+
+
+async def test_a_local_model_that_is_not_installed_stops_the_mixture(models: Path) -> None:
+    fake = FakeProvider()
+    mixture = Mixture(with_local("local:smollm2-135m"), ProviderRegistry().add("fake", fake))
+    with pytest.raises(ModelNotInstalledError) as caught:
+        mixture.check()
+    assert str(caught.value) == (
+        "local model 'smollm2-135m' is not installed; run: moa models pull smollm2-135m"
+    )
+    with pytest.raises(ModelNotInstalledError):
+        await mixture.arun("hi")
+    assert fake.calls == []
+    # Present is enough: the file is neither hashed (this one would not match) nor loaded.
+    (models / CATALOG["smollm2-135m"].filename).write_bytes(b"not a model")
+    mixture.check()
+
+
+def test_a_local_model_path_must_name_a_file(models: Path) -> None:
+    absent = models / "mine.gguf"
+    mixture = Mixture(with_local(f"local:{absent}"), ProviderRegistry().add("fake", FakeProvider()))
+    with pytest.raises(ConfigError, match="does not exist"):
+        mixture.check()
+    absent.write_bytes(b"GGUF")
+    mixture.check()
+
+
+def test_a_nested_mixture_is_checked_through_its_provider(models: Path) -> None:
+    inner = Mixture(
+        with_local("local:smollm2-135m"), ProviderRegistry().add("fake", FakeProvider())
+    )
+    registry = ProviderRegistry().add("fake", FakeProvider()).add("inner", inner.as_provider())
+    outer = Mixture(with_local("inner:any"), registry)
+    with pytest.raises(ModelNotInstalledError, match="moa models pull smollm2-135m"):
+        outer.check()

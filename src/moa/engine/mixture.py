@@ -80,13 +80,16 @@ class Mixture:
     def check(self) -> None:
         """Raise the error that would stop this mixture before its first call, if any.
 
-        Every model id must resolve (its provider is known and has its key), and
-        the strategy's ``requires`` check, when it registered one, must pass. Makes
-        no call and never depends on the prompt, so a server can ask it for
-        ``/v1/models``.
+        Every model id must resolve (its provider is known and has its key), its
+        provider must know of nothing missing (:meth:`Provider.check_model
+        <moa.providers.base.Provider.check_model>`: a local model file that is not
+        installed), and the strategy's ``requires`` check, when it registered one,
+        must pass. Makes no call, loads no model and never depends on the prompt,
+        so a server can ask it for ``/v1/models``.
         """
         for model_id in self.spec.model_ids():
-            self.providers.resolve(model_id)
+            provider, model = self.providers.resolve(model_id)
+            provider.check_model(model)
         requires = get_strategy(self.spec.strategy.type).requires
         if requires is not None:
             requires(self.spec, self.providers)
@@ -197,6 +200,9 @@ class MixtureProvider(Provider):
     def __init__(self, mixture: Mixture, name: str) -> None:
         self.mixture = mixture
         self.name = name
+
+    def check_model(self, model: str) -> None:
+        self.mixture.check()
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[CompletionChunk]:
         async for event in self.mixture.astream(request.messages, params=request.params):

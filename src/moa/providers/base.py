@@ -49,6 +49,15 @@ class Provider:
         completion = await self.complete(request)
         yield CompletionChunk(completion.text, completion.usage, completion.finish_reason)
 
+    def check_model(self, model: str) -> None:
+        """Raise the error a call to ``model`` would fail with for want of setup, if any.
+
+        Only what is cheap to tell without a call and without loading anything
+        (a local model file that is not there); by default nothing. The engine
+        asks it before a mixture's first call, and a server for every mixture it
+        lists.
+        """
+
     async def aclose(self) -> None:
         """Release resources bound to the running event loop (e.g. HTTP connections).
 

@@ -95,6 +95,10 @@ class LocalProvider(Provider):
         catalog_model(model)  # raises, listing the catalog
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def check_model(self, model: str) -> None:
+        """A catalog model must be installed, a path must name a file; neither is read."""
+        self.model_path(model)
+
     def _model(self, model: str) -> LocalModel:
         path, sha256 = self.model_path(model)
         with self._models_lock:

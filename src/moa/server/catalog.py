@@ -10,8 +10,9 @@ pass-through is allowed.
 
 A mixture is *available* when it can start here, as :meth:`Mixture.check
 <moa.engine.mixture.Mixture.check>` decides before any upstream call: every
-model id resolves (its provider is known and the provider's key is set) and its
-providers can do what its strategy requires. The server asks it for
+model id resolves (its provider is known and the provider's key is set), every
+local model it names is installed, and its providers can do what its strategy
+requires. The server asks it for
 ``/v1/models``, at startup and for every request.
 """
 
@@ -106,7 +107,8 @@ class MixtureCatalog:
         """The OpenAI model object of a mixture, with its shape under ``moa``.
 
         ``available`` is false, with the reason as ``problem``, when it cannot run here
-        (typically a provider whose API key is not set on the server).
+        (typically a provider whose API key is not set on the server, or a local
+        model that is not installed).
         """
         spec = self._mixtures[name].spec
         problem = self.problem(name)
