@@ -66,12 +66,25 @@ class MissingAPIKeyError(ConfigError):
 
 
 class ModelNotInstalledError(ConfigError):
-    """A local model file is not present."""
+    """Local model files are not present (``models``: their names, ``model``: the first)."""
 
-    def __init__(self, model: str, install_command: str) -> None:
+    def __init__(self, model: str, install_command: str, *, others: Sequence[str] = ()) -> None:
+        self.models = (model, *others)
         self.model = model
         self.install_command = install_command
-        super().__init__(f"local model {model!r} is not installed; run: {install_command}")
+        if others:
+            names = ", ".join(map(repr, self.models))
+            super().__init__(f"local models {names} are not installed; run: {install_command}")
+        else:
+            super().__init__(f"local model {model!r} is not installed; run: {install_command}")
+
+    @classmethod
+    def combine(cls, errors: Sequence[ModelNotInstalledError]) -> ModelNotInstalledError:
+        """One error for every model missing, with one command that pulls them all."""
+        names = tuple(dict.fromkeys(name for error in errors for name in error.models))
+        if len(names) == 1:
+            return errors[0]
+        return cls(names[0], "moa models pull " + " ".join(names), others=names[1:])
 
 
 class ProviderError(MoAError):

@@ -185,3 +185,23 @@ def test_a_nested_mixture_is_checked_through_its_provider(models: Path) -> None:
     outer = Mixture(with_local("inner:any"), registry)
     with pytest.raises(ModelNotInstalledError, match="moa models pull smollm2-135m"):
         outer.check()
+
+
+def test_every_missing_local_model_is_told_with_one_command(models: Path) -> None:
+    spec = MixtureSpec.model_validate(
+        {
+            "layers": [[{"model": "local:qwen2.5-coder-0.5b"}, {"model": "local:smollm2-135m"}]],
+            "aggregator": {"model": "local:qwen2.5-coder-0.5b"},
+        }
+    )
+    mixture = Mixture(spec, ProviderRegistry())
+    with pytest.raises(ModelNotInstalledError) as caught:
+        mixture.check()
+    assert caught.value.models == ("qwen2.5-coder-0.5b", "smollm2-135m")
+    assert str(caught.value) == (
+        "local models 'qwen2.5-coder-0.5b', 'smollm2-135m' are not installed; "
+        "run: moa models pull qwen2.5-coder-0.5b smollm2-135m"
+    )
+    (models / CATALOG["smollm2-135m"].filename).write_bytes(b"not a model")
+    with pytest.raises(ModelNotInstalledError, match=r"model 'qwen2.5-coder-0.5b' is not"):
+        mixture.check()

@@ -21,7 +21,7 @@ from moa.engine.overrides import RunOverrides, parse_overrides
 from moa.engine.result import Result
 from moa.engine.spec import MixtureSpec
 from moa.engine.strategy import Strategy, get_strategy
-from moa.errors import DeadlineExceededError
+from moa.errors import DeadlineExceededError, ModelNotInstalledError
 from moa.providers.base import Provider
 from moa.providers.registry import ProviderRegistry
 from moa.types import (
@@ -87,9 +87,15 @@ class Mixture:
         must pass. Makes no call, loads no model and never depends on the prompt,
         so a server can ask it for ``/v1/models``.
         """
+        missing: list[ModelNotInstalledError] = []
         for model_id in self.spec.model_ids():
             provider, model = self.providers.resolve(model_id)
-            provider.check_model(model)
+            try:
+                provider.check_model(model)
+            except ModelNotInstalledError as exc:
+                missing.append(exc)  # told together: one command pulls them all
+        if missing:
+            raise ModelNotInstalledError.combine(missing)
         requires = get_strategy(self.spec.strategy.type).requires
         if requires is not None:
             requires(self.spec, self.providers)
