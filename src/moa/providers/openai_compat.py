@@ -225,14 +225,18 @@ class OpenAICompatProvider(Provider):
 
     def _error(self, exc: openai.OpenAIError, model: str) -> ProviderError:
         where = f"{self.name} ({self.base_url}), model {model!r}"
-        if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
+        chain = _chain(exc)
+        # The aiohttp transport reports every failed connect (refused, unknown host) as a
+        # connect timeout; the error under it tells them apart.
+        refused = any(isinstance(cause, aiohttp.ClientConnectorError) for cause in chain)
+        if isinstance(exc, openai.APITimeoutError) and not refused:
             return ProviderTimeoutError(
                 self._redact(f"{where}: no response within {self.timeout:g}s"),
                 provider=self.name,
                 model=model,
             )
         if isinstance(exc, openai.APIConnectionError):
-            cause = _root(exc)
+            cause = chain[-1]
             return ProviderConnectionError(
                 self._redact(
                     f"{where}: cannot connect ({type(cause).__name__}: {cause}); "
@@ -284,22 +288,12 @@ def _http_client(timeout: float, max_concurrency: int | None) -> Any:
     return openai.DefaultAioHttpClient(timeout=timeout, limits=limits)
 
 
-def _root(exc: BaseException) -> BaseException:
-    """The original error under the SDK's and the transport's wrappers."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return exc
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether a "timeout" is really a failed connect: the aiohttp transport reports
-    every connection error (refused, unknown host) as a connect timeout."""
-    cause = exc.__cause__
-    while cause is not None:
-        if isinstance(cause, aiohttp.ClientConnectorError):
-            return True
-        cause = cause.__cause__
-    return False
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the errors under it (the SDK's and the transport's wrappers), outermost first."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    return chain
 
 
 def _detail(exc: openai.APIStatusError) -> str:
