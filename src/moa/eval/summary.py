@@ -125,15 +125,12 @@ def _item_score(record: dict[str, Any], kind: str) -> float | None:
     return None if score is None else float(score)
 
 
-def summarize(
-    info: dict[str, Any], records: Sequence[dict[str, Any]], *, common_only: bool = True
-) -> RunSummary:
+def summarize(info: dict[str, Any], records: Sequence[dict[str, Any]]) -> RunSummary:
     """Every system's numbers, and every system against the best single model.
 
-    With ``common_only`` (the default) and systems at different points of an
-    unfinished run, the numbers are over the items *every* system finished, so
-    they compare like with like; ``RunSummary.finished`` keeps each system's
-    score over all of its own items.
+    With systems at different points of an unfinished run, the numbers are over
+    the items *every* system finished, so they compare like with like;
+    ``RunSummary.finished`` keeps each system's score over all of its own items.
     """
     kind = str(info.get("task_kind", "exact"))
     scale = "rating" if kind == "graded" else "percent"
@@ -149,7 +146,7 @@ def summarize(
     item_sets = [set(by_key.get(s["key"], {})) for s in systems]
     common = set.intersection(*item_sets) if item_sets else set()
     finished: dict[str, Estimate | None] = {}
-    if common_only and common and any(items != common for items in item_sets):
+    if common and any(items != common for items in item_sets):
         for system in systems:
             everything = SystemSummary(system["name"], system["origin"], system["single"], system)
             _fill(everything, list(by_key.get(system["key"], {}).values()), kind, factor)
