@@ -59,6 +59,12 @@ def gsm8k(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def item_number() -> Callable[[CompletionRequest], int]:
+    """The item a request asks about, for tests that script a pool of their own."""
+    return _item
+
+
+@pytest.fixture
 def provider() -> FunctionProvider:
     return FunctionProvider(scripted)
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -7,12 +8,23 @@ import yaml
 
 from moa.config import build_mixture, parse_config
 from moa.errors import ConfigError
+from moa.eval.tasks import get_task
 from moa.providers.cache import CachingRegistry, SQLiteCallStore
 from moa.providers.registry import ProviderRegistry
 from moa.select import Budget, SearchOptions, SelectRun, split_items, write_outputs
 from moa.testing import FunctionProvider
+from moa.types import CompletionRequest
 
 POOL = ("fake:strong", "fake:weak")
+
+
+ItemNumber = Callable[[CompletionRequest], int]
+
+
+def default_dev_numbers(gsm8k: Path) -> set[int]:
+    """The items of the dev split that :func:`selection_run`'s defaults carve."""
+    dev, _ = split_items(get_task("gsm8k").load(str(gsm8k)), 16, 20, seed=0)
+    return {int(item.turns[0].split()[1].rstrip(":")) for item in dev}
 
 
 def selection_run(gsm8k: Path, **options: object) -> SelectRun:
@@ -51,18 +63,12 @@ async def test_a_mixture_that_beats_the_best_single_model_is_recommended(
 
 
 async def test_a_configuration_that_only_shines_on_dev_is_not_recommended(
-    gsm8k: Path,
+    gsm8k: Path, item_number: ItemNumber
 ) -> None:
-    from moa.eval.tasks import get_task
-    from moa.types import CompletionRequest
-
-    items = get_task("gsm8k").load(str(gsm8k))
-    dev, _ = split_items(items, 16, 20, seed=0)
-    dev_numbers = {int(item.turns[0].split()[1].rstrip(":")) for item in dev}
+    dev_numbers = default_dev_numbers(gsm8k)
 
     def overfit(request: CompletionRequest) -> str:
-        user = [m.content for m in request.messages if m.role == "user"][-1]
-        i = int(user.split("Item ")[1].split(":")[0])
+        i = item_number(request)
         greedy_alone = request.params.temperature == 0 and request.messages[0].role == "user"
         # Every mixture is perfect on dev and useless elsewhere.
         good = (request.model == "strong" and i % 4 != 0) if greedy_alone else i in dev_numbers
@@ -105,8 +111,6 @@ async def test_a_second_selection_is_answered_from_the_cache(
 
 
 def test_splits_are_disjoint_deterministic_and_sized(gsm8k: Path) -> None:
-    from moa.eval.tasks import get_task
-
     items = get_task("gsm8k").load(str(gsm8k))
     dev, held = split_items(items, 10, 20, seed=3)
     assert len(dev) == 10 and len(held) == 20
@@ -117,17 +121,13 @@ def test_splits_are_disjoint_deterministic_and_sized(gsm8k: Path) -> None:
         split_items(items, 30, 20, seed=0)
 
 
-async def test_the_single_model_is_not_re_picked_on_held_out(gsm8k: Path) -> None:
-    from moa.eval.tasks import get_task
-    from moa.types import CompletionRequest
-
-    items = get_task("gsm8k").load(str(gsm8k))
-    dev, _ = split_items(items, 16, 20, seed=0)
-    dev_numbers = {int(item.turns[0].split()[1].rstrip(":")) for item in dev}
+async def test_the_single_model_is_not_re_picked_on_held_out(
+    gsm8k: Path, item_number: ItemNumber
+) -> None:
+    dev_numbers = default_dev_numbers(gsm8k)
 
     def flip(request: CompletionRequest) -> str:
-        user = [m.content for m in request.messages if m.role == "user"][-1]
-        i = int(user.split("Item ")[1].split(":")[0])
+        i = item_number(request)
         # strong is right on dev only, weak on held-out only; mixtures are never right.
         alone = request.params.temperature == 0 and request.messages[0].role == "user"
         good = alone and (i in dev_numbers) == (request.model == "strong")
