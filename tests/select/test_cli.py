@@ -36,3 +36,10 @@ def test_select_reports_bad_input_in_one_line(gsm8k: Path, tmp_path: Path) -> No
     result = runner.invoke(app, [*args, "--dev", "40", "--heldout", "40", "--no-cache"])
     assert result.exit_code == 2
     assert "fewer than --dev" in result.stderr
+
+
+def test_select_limit_reaches_the_splits(gsm8k: Path, tmp_path: Path) -> None:
+    args = ["select", "-m", "fake:a", "--task", "gsm8k", "--data", str(gsm8k), "--no-cache"]
+    result = runner.invoke(app, [*args, "--limit", "20", "--dev", "12", "--heldout", "16"])
+    assert result.exit_code == 2
+    assert "the first 20 of" in result.stderr

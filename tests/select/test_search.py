@@ -121,6 +121,14 @@ def test_splits_are_disjoint_deterministic_and_sized(gsm8k: Path) -> None:
         split_items(items, 30, 20, seed=0)
 
 
+def test_limit_carves_the_splits_from_the_first_items(gsm8k: Path) -> None:
+    items = get_task("gsm8k").load(str(gsm8k))
+    dev, held = split_items(items, 5, 10, seed=3, limit=15)
+    assert {i.id for i in dev + held} == {i.id for i in items[:15]}
+    with pytest.raises(ConfigError, match=r"the first 14 of \d+ items, fewer than --dev 5"):
+        split_items(items, 5, 10, seed=3, limit=14)
+
+
 async def test_the_single_model_is_not_re_picked_on_held_out(
     gsm8k: Path, item_number: ItemNumber
 ) -> None:

@@ -37,6 +37,16 @@ def select_command(
     dev: Annotated[int, typer.Option(help="Items searched on.", min=1)] = 30,
     heldout: Annotated[int, typer.Option(help="Items the choice is verified on.", min=1)] = 50,
     seed: Annotated[int, typer.Option(help="Seed of the shuffle that carves the splits.")] = 0,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            "-n",
+            min=1,
+            help="Carve the splits from the first N items only (the items a "
+            "`moa eval --limit N` run answers, so the two share cached calls).",
+        ),
+    ] = None,
     samples: Annotated[
         int, typer.Option(help="Answers per model in votes and Self-MoA (greedy + samples).", min=2)
     ] = 4,
@@ -91,6 +101,7 @@ def select_command(
             dev=dev,
             heldout=heldout,
             seed=seed,
+            limit=limit,
             sample_models=sample_models,
             max_proposers=max_proposers,
             max_layers=max_layers,

@@ -43,6 +43,8 @@ class SearchOptions:
     dev: int = 30
     heldout: int = 50
     seed: int = 0
+    limit: int | None = None
+    """Carve the splits from the first ``limit`` items only (all items when None)."""
     sample_models: int = 1
     """How many of the best models get samples (for votes and Self-MoA)."""
     max_proposers: int = 3
@@ -94,16 +96,19 @@ class Selection:
 
 
 def split_items(
-    items: Sequence[EvalItem], dev: int, heldout: int, seed: int
+    items: Sequence[EvalItem], dev: int, heldout: int, seed: int, limit: int | None = None
 ) -> tuple[list[EvalItem], list[EvalItem]]:
-    """A shuffled dev split and a disjoint held-out split after it."""
+    """A shuffled dev split and a disjoint held-out split after it, from the first ``limit``."""
     if dev < 1 or heldout < 1:
         raise ConfigError("--dev and --heldout must both be at least 1")
-    if dev + heldout > len(items):
+    if limit is not None and limit < 1:
+        raise ConfigError("--limit must be at least 1")
+    order = list(items[:limit])
+    if dev + heldout > len(order):
+        size = f"the first {limit} of {len(items)}" if len(order) < len(items) else len(items)
         raise ConfigError(
-            f"the data has {len(items)} items, fewer than --dev {dev} + --heldout {heldout}"
+            f"the data has {size} items, fewer than --dev {dev} + --heldout {heldout}"
         )
-    order = list(items)
     random.Random(seed).shuffle(order)
     return order[:dev], order[dev : dev + heldout]
 
@@ -373,5 +378,5 @@ async def run_search(
         raise ConfigError("give at least one candidate model (--model)")
     if len(set(options.pool)) != len(options.pool):
         raise ConfigError("the pool names a model twice")
-    splits = split_items(items, options.dev, options.heldout, options.seed)
+    splits = split_items(items, options.dev, options.heldout, options.seed, options.limit)
     return await _Search(options, task, evaluator, splits, log, embedder).search()
