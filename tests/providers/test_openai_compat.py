@@ -29,6 +29,7 @@ from moa import (
 from moa.config import load_mixture
 from moa.providers.endpoints import BUILTIN_PROVIDERS
 from moa.providers.openai_compat import OpenAICompatProvider, parse_retry_after
+from moa.providers.settings import DEFAULT_KEEPALIVE
 from moa.testing import FakeOpenAIServer, ModelBehavior
 from moa.types import CompletionChunk, CompletionRequest
 
@@ -265,6 +266,23 @@ async def test_connection_refused(providers) -> None:
     with pytest.raises(ProviderConnectionError):
         async for _ in provider.stream(ask("a")):
             pass
+
+
+async def test_idle_connections_are_not_reused_after_the_keepalive(serve, providers) -> None:
+    # Expiring before the server's own idle timeout is what keeps a busy pool from
+    # sending calls down connections the server is closing (moa bench server).
+    server = serve({"a": ModelBehavior()})
+    provider = providers(server.base_url, keepalive=0.3)
+    await provider.complete(ask("a"))
+    await provider.complete(ask("a"))
+    await asyncio.sleep(0.6)
+    await provider.complete(ask("a"))
+    ports = [record.client_port for record in server.records]
+    assert ports[0] == ports[1] != ports[2]
+    assert 0 not in ports
+    assert OpenAICompatProvider("p", base_url=server.base_url).keepalive == DEFAULT_KEEPALIVE
+    settings = ProviderSettings(base_url=server.base_url, requires_key=False, keepalive=1.5)
+    assert OpenAICompatProvider.from_settings("p", settings).keepalive == 1.5
 
 
 async def test_stream_errors_are_mapped_too(serve, providers) -> None:

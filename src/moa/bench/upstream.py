@@ -16,7 +16,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, astuple
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def _serve() -> None:
         for line in sys.stdin:
             if line.strip() != "records":
                 break
-            records = [[r.model, r.stream, r.status, r.started, r.finished] for r in server.records]
+            records = [astuple(r) for r in server.records]
             print(json.dumps(records), flush=True)
 
 

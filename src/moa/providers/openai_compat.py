@@ -32,7 +32,7 @@ from moa.errors import (
 )
 from moa.providers.base import Provider
 from moa.providers.registry import resolve_api_key
-from moa.providers.settings import ProviderSettings
+from moa.providers.settings import DEFAULT_KEEPALIVE, ProviderSettings
 from moa.types import (
     Completion,
     CompletionChunk,
@@ -77,6 +77,7 @@ class OpenAICompatProvider(Provider):
         supports_continue: bool = False,
         max_concurrency: int | None = None,
         api_key_env: str | None = None,
+        keepalive: float = DEFAULT_KEEPALIVE,
     ) -> None:
         self.name = name
         self.base_url = base_url
@@ -84,6 +85,7 @@ class OpenAICompatProvider(Provider):
         self.headers = dict(headers or {})
         self.extra_body = dict(extra_body or {})
         self.max_concurrency = max_concurrency
+        self.keepalive = keepalive
         self.api_key_env = api_key_env
         if isinstance(api_key, str):
             api_key = SecretStr(api_key)
@@ -111,6 +113,7 @@ class OpenAICompatProvider(Provider):
             extra_body=settings.extra_body,
             supports_continue=settings.supports_continue,
             max_concurrency=settings.max_concurrency,
+            keepalive=settings.keepalive,
             api_key_env=settings.api_key_env or f"{name.upper().replace('-', '_')}_API_KEY",
         )
 
@@ -127,7 +130,7 @@ class OpenAICompatProvider(Provider):
                 timeout=self.timeout,
                 max_retries=0,
                 default_headers=self.headers or None,
-                http_client=_http_client(self.timeout, self.max_concurrency),
+                http_client=_http_client(self.timeout, self.max_concurrency, self.keepalive),
             )
             self._clients[loop] = client
         return client
@@ -273,7 +276,7 @@ class OpenAICompatProvider(Provider):
         return text.replace(key, "***") if len(key) >= 4 else text
 
 
-def _http_client(timeout: float, max_concurrency: int | None) -> Any:
+def _http_client(timeout: float, max_concurrency: int | None, keepalive: float) -> Any:
     """The SDK's client on aiohttp's connection pool, sized by the engine's own limit.
 
     The default httpx pool walks its whole connection list on every request and
@@ -282,9 +285,17 @@ def _http_client(timeout: float, max_concurrency: int | None) -> Any:
     connector does not. Calls per provider are bounded by the engine
     (``max_concurrency``), so the pool sets no lower ceiling of its own: it matches
     that limit, or has none (aiohttp's 0) when the provider has none.
+
+    Idle connections live ``keepalive`` seconds, less than the server's own idle
+    timeout: aiohttp hands out the longest-idle connection first, so with equal
+    timeouts (the SDK's 5 s against uvicorn's 5 s) a busy pool keeps reusing
+    connections the server is closing at that moment, and each such call fails
+    and waits for a retry (hundreds of milliseconds in ``moa bench server``).
     """
     # The SDK's own Limits class (httpx or its successor, depending on the SDK version).
-    limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=max_concurrency or 0)
+    limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
+        max_connections=max_concurrency or 0, keepalive_expiry=keepalive
+    )
     return openai.DefaultAioHttpClient(timeout=timeout, limits=limits)
 
 

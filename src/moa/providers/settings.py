@@ -6,7 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-__all__ = ["LocalSettings", "ProviderSettings"]
+__all__ = ["DEFAULT_KEEPALIVE", "LocalSettings", "ProviderSettings"]
+
+DEFAULT_KEEPALIVE = 2.0
+"""Seconds an idle upstream connection is kept: well under the common 5 s server idle timeout."""
 
 
 class ProviderSettings(BaseModel):
@@ -29,6 +32,10 @@ class ProviderSettings(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1)
     timeout: float | None = Field(default=None, gt=0)
     """Seconds a single HTTP request may take."""
+    keepalive: float = Field(default=DEFAULT_KEEPALIVE, gt=0)
+    """Seconds an idle connection stays open for reuse. Keep it below the server's own idle
+    timeout (5 s on uvicorn-based servers such as vLLM, and on llama.cpp's server): a
+    connection the server closes as it is reused fails the call, which then waits for a retry."""
     supports_continue: bool = False
     """The server can continue a final assistant message (vLLM, llama.cpp server)."""
     extra_body: dict[str, Any] = Field(default_factory=dict)

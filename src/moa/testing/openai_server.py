@@ -74,6 +74,8 @@ class RequestRecord:
     status: int
     started: float
     finished: float
+    client_port: int = 0
+    """The client's TCP port: calls that share a kept-alive connection share it."""
 
     @property
     def duration(self) -> float:
@@ -202,10 +204,13 @@ class FakeOpenAIServer:
         self.requests.append(body)
         model = str(body.get("model", ""))
         stream = bool(body.get("stream"))
+        port = request.client.port if request.client is not None else 0
         response = self._refusal(request, body, model)
         if response is not None:
             self.records.append(
-                RequestRecord(model, stream, response.status_code, started, time.perf_counter())
+                RequestRecord(
+                    model, stream, response.status_code, started, time.perf_counter(), port
+                )
             )
             return response
         behavior = self.behavior(model)
@@ -214,7 +219,7 @@ class FakeOpenAIServer:
         tokens = split_tokens(text)
         if stream:
             return StreamingResponse(
-                self._events(behavior, body, tokens, finish, started),
+                self._events(behavior, body, tokens, finish, started, port),
                 media_type="text/event-stream",
             )
         await _sleep_until(started + _total_time(behavior, len(tokens)))
@@ -232,7 +237,7 @@ class FakeOpenAIServer:
             ],
             "usage": _usage(body, tokens),
         }
-        self.records.append(RequestRecord(model, False, 200, started, time.perf_counter()))
+        self.records.append(RequestRecord(model, False, 200, started, time.perf_counter(), port))
         return JSONResponse(completion)
 
     def _refusal(self, request: Request, body: dict[str, Any], model: str) -> Response | None:
@@ -283,6 +288,7 @@ class FakeOpenAIServer:
         tokens: list[str],
         finish: str,
         started: float,
+        port: int,
     ) -> AsyncIterator[bytes]:
         model = str(body.get("model", ""))
         ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -313,7 +319,7 @@ class FakeOpenAIServer:
             usage.update(model=model, choices=[], usage=_usage(body, tokens))
             pending.append(b"data: " + json.dumps(usage).encode() + b"\n\n")
         pending.append(b"data: [DONE]\n\n")
-        self.records.append(RequestRecord(model, True, 200, started, time.perf_counter()))
+        self.records.append(RequestRecord(model, True, 200, started, time.perf_counter(), port))
         yield b"".join(pending)
 
 
