@@ -34,7 +34,9 @@ def test_benchmark_runs_through_a_real_server_at_tiny_scale() -> None:
     assert all(t.first_token is not None for t in report.timings)
     assert len(report.upstream_late_ms) == 6 * 4  # three proposers and an aggregator each
     assert report.server_cpu_s is None or report.server_cpu_s > 0
+    assert report.upstream_retries == 0  # read from the server's /metrics
     assert "added latency, end of stream" in report.format()
+    assert "upstream calls retried by the server: 0" in report.format()
 
 
 def test_inprocess_upstream_measures_the_server_alone() -> None:
@@ -55,5 +57,5 @@ def test_command_prints_json() -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["requests"] == 2 and data["errors"] == 0
+    assert data["requests"] == 2 and data["errors"] == 0 and data["upstream_retries"] == 0
     assert set(data["added_ms"]) == {"p50", "p90", "p99", "max"}

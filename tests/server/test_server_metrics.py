@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from server_helpers import ServeFactory, fake_mixture
+from server_helpers import MIXTURE, ServeFactory, fake_mixture
 
 from moa import ProviderStatusError
 from moa.server.metrics import MULTIPROC_DIR_ENV, forget_dead_workers, shared_metrics_dir
@@ -55,6 +55,21 @@ def test_metrics_count_requests_calls_tokens_and_errors(serve: ServeFactory) -> 
     assert value("moa_completions_total", mixture="fake-moa", outcome="ok") == 2
     assert value("moa_errors_total", type="invalid_request_error", code="model_not_found") == 1
     assert value("moa_http_requests_in_flight") == 0
+
+
+def test_metrics_count_retried_attempts(serve: ServeFactory) -> None:
+    down = ProviderStatusError("down", status_code=503)
+    fake = FakeProvider(replies={"b": [down, down, "fine"]})
+    retrying = {**MIXTURE, "retry": {"max_attempts": 3, "backoff_initial": 0, "jitter": False}}
+    base = serve(mixtures={"fake-moa": fake_mixture(fake, retrying)})
+    response = httpx.post(
+        f"{base}/v1/chat/completions", json={"model": "fake-moa", "messages": USER}
+    )
+    assert response.status_code == 200
+    got = samples(base)
+    assert got[("moa_upstream_retries_total", frozenset({("model", "fake:b")}))] == 2
+    assert ("moa_upstream_retries_total", frozenset({("model", "fake:a")})) not in got
+    assert got[("moa_upstream_calls_total", frozenset({("model", "fake:b"), ("outcome", "ok")}))]
 
 
 def test_healthz_and_playground_files(serve: ServeFactory) -> None:

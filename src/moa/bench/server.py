@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,8 @@ class ServerBenchReport:
     upstream_cpu_s: float | None = None
     client_cpu_s: float | None = None
     load: tuple[float, int] | None = None
+    upstream_retries: int | None = None
+    """Failed upstream attempts the server tried again (its ``/metrics``)."""
 
     @property
     def errors(self) -> list[RequestTiming]:
@@ -146,6 +149,7 @@ class ServerBenchReport:
             "added_ms": summary(self.added_ms),
             "added_ttft_ms": summary(self.added_ttft_ms),
             "upstream_late_ms": summary(self.upstream_late_ms),
+            "upstream_retries": self.upstream_retries,
             "wall_s": self.wall_s,
             "throughput_rps": len(self.timings) / self.wall_s if self.wall_s else 0.0,
             "server_cpu_s": self.server_cpu_s,
@@ -183,6 +187,8 @@ class ServerBenchReport:
             "added latency, end of stream: " + _quantiles(added),
             "added latency, first token:   " + _quantiles(ttft),
             "upstream's own lateness:      " + _quantiles(late) + " (part of the above)",
+            "upstream calls retried by the server: "
+            + ("unknown" if self.upstream_retries is None else str(self.upstream_retries)),
             f"wall {self.wall_s:.2f} s, {n / self.wall_s:.1f} requests/s{cpu}",
             f"target p99 <= {TARGET_P99_MS:g} ms with 0 errors: {'met' if self.met else 'NOT met'}",
         ]
@@ -377,6 +383,25 @@ def _start_server(config_dir: Path, port: int, shape: BenchShape) -> subprocess.
     raise RuntimeError("moa serve did not become ready within 30 s")
 
 
+def _upstream_retries(port: int) -> int | None:
+    """The server's ``moa_upstream_retries_total``, summed over models (None: unreadable)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    return round(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "moa_upstream_retries_total"
+        )
+    )
+
+
 def _processes() -> dict[int, tuple[int, float, bytes]]:
     """Every process as pid -> (parent pid, CPU seconds used, command line), from /proc."""
     ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -430,9 +455,11 @@ def measure_server(shape: BenchShape) -> ServerBenchReport:
             asyncio.run(_load("127.0.0.1", port, warm))
             before = len(upstream.records())
             upstream_pid = _upstream_pid()
+            retries_before = _upstream_retries(port)
             cpu_before = _cpu_seconds(server.pid), _cpu_seconds(upstream_pid), time.process_time()
             timings, wall = asyncio.run(_load("127.0.0.1", port, shape))
             cpu_after = _cpu_seconds(server.pid), _cpu_seconds(upstream_pid), time.process_time()
+            retries_after = _upstream_retries(port)
             records = upstream.records()[before:]
         finally:
             server.terminate()
@@ -450,7 +477,10 @@ def measure_server(shape: BenchShape) -> ServerBenchReport:
         load: tuple[float, int] | None = (os.getloadavg()[0], os.cpu_count() or 1)
     except (AttributeError, OSError):
         load = None
-    return ServerBenchReport(shape, timings, wall, late, cpu[0], cpu[1], cpu[2], load)
+    retries = (
+        None if retries_before is None or retries_after is None else retries_after - retries_before
+    )
+    return ServerBenchReport(shape, timings, wall, late, cpu[0], cpu[1], cpu[2], load, retries)
 
 
 def command(

@@ -150,6 +150,12 @@ class ServerMetrics:
             ["model", "outcome"],
             registry=r,
         )
+        self.upstream_retries = Counter(
+            "moa_upstream_retries",
+            "Failed attempts of upstream calls that were tried again, by model.",
+            ["model"],
+            registry=r,
+        )
         self.upstream_seconds = Histogram(
             "moa_upstream_call_duration_seconds",
             "Duration of one upstream call, retries included.",
@@ -170,6 +176,8 @@ class ServerMetrics:
     def observe_call(self, result: AgentResult) -> None:
         outcome = "ok" if result.ok else (result.error_type or "error")
         self.upstream_calls.labels(result.model, outcome).inc()
+        if result.attempts > 1:
+            self.upstream_retries.labels(result.model).inc(result.attempts - 1)
         self.upstream_seconds.labels(result.model).observe(result.latency_s)
         if result.usage.prompt_tokens:
             self.tokens.labels(result.model, "prompt").inc(result.usage.prompt_tokens)
