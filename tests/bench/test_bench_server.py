@@ -20,12 +20,15 @@ def test_added_latency_is_measured_over_the_upstream_critical_path() -> None:
     assert [round(ms) for ms in report.added_ms] == [10, 40]
     assert [round(ms) for ms in report.added_ttft_ms] == [10, 50]
     assert len(report.errors) == 1
+    assert report.peak_in_flight == 3
+    ends_first = [RequestTiming(0.0, None, 1.0, 200), RequestTiming(1.0, None, 2.0, 200)]
+    assert ServerBenchReport(shape, ends_first, wall_s=2.0).peak_in_flight == 1
     assert not report.met  # an error fails the target whatever the latency
     assert "errors: 1 of 3 (HTTP 502)" in report.format()
 
 
 def test_benchmark_runs_through_a_real_server_at_tiny_scale() -> None:
-    shape = BenchShape(requests=6, concurrency=3, latency=0.3, first_token=0.1, tokens=5)
+    shape = BenchShape(requests=6, concurrency=3, ramp=0.0, latency=0.3, first_token=0.1, tokens=5)
     report = measure_server(shape)
     assert len(report.timings) == 6
     assert report.errors == []
@@ -41,7 +44,13 @@ def test_benchmark_runs_through_a_real_server_at_tiny_scale() -> None:
 
 def test_inprocess_upstream_measures_the_server_alone() -> None:
     shape = BenchShape(
-        requests=4, concurrency=4, latency=0.3, first_token=0.1, tokens=5, upstream="inprocess"
+        requests=4,
+        concurrency=4,
+        ramp=0.0,
+        latency=0.3,
+        first_token=0.1,
+        tokens=5,
+        upstream="inprocess",
     )
     report = measure_server(shape)
     assert report.errors == []
@@ -53,9 +62,10 @@ def test_inprocess_upstream_measures_the_server_alone() -> None:
 
 def test_command_prints_json() -> None:
     args = ["bench", "server", "--requests", "2", "--concurrency", "2", "--latency", "0.1"]
-    args += ["--first-token", "0.05", "--tokens", "3", "--json"]
+    args += ["--first-token", "0.05", "--tokens", "3", "--ramp", "0", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["requests"] == 2 and data["errors"] == 0 and data["upstream_retries"] == 0
     assert set(data["added_ms"]) == {"p50", "p90", "p99", "max"}
+    assert data["peak_in_flight"] == 2

@@ -66,11 +66,11 @@ class RequestTiming:
 class BenchShape:
     requests: int = 500
     concurrency: int = 500
-    ramp: float = 0.0
+    ramp: float = 10.0
     layers: int = 1
     agents: int = 3
-    latency: float = 2.0
-    first_token: float = 0.5
+    latency: float = 10.0
+    first_token: float = 1.0
     tokens: int = 40
     workers: int = 1
     upstream: str = "http"
@@ -106,6 +106,19 @@ class ServerBenchReport:
     load: tuple[float, int] | None = None
     upstream_retries: int | None = None
     """Failed upstream attempts the server tried again (its ``/metrics``)."""
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most requests that were open at the same moment."""
+        events = sorted(
+            [(t.started, 1) for t in self.timings] + [(t.finished, -1) for t in self.timings],
+            key=lambda event: (event[0], event[1]),
+        )
+        peak = open_now = 0
+        for _, change in events:
+            open_now += change
+            peak = max(peak, open_now)
+        return peak
 
     @property
     def errors(self) -> list[RequestTiming]:
@@ -144,6 +157,7 @@ class ServerBenchReport:
             "ideal_s": self.shape.ideal_s,
             "ideal_ttft_s": self.shape.ideal_ttft_s,
             "requests": len(self.timings),
+            "peak_in_flight": self.peak_in_flight,
             "errors": len(errors),
             "error_examples": sorted({t.error or "" for t in errors})[:5],
             "added_ms": summary(self.added_ms),
@@ -174,7 +188,8 @@ class ServerBenchReport:
             if self.client_cpu_s is not None:
                 cpu += f", load generator {self.client_cpu_s:.2f} s"
         lines = [
-            f"{n} streaming requests, {s.concurrency} at once (started over {s.ramp:g} s), "
+            f"{n} streaming requests from {s.concurrency} clients started over {s.ramp:g} s "
+            f"(at most {self.peak_in_flight} in flight at once), "
             f"through moa serve with {s.workers} worker(s); upstream: "
             + ("fake OpenAI server over HTTP" if s.upstream == "http" else "in-process fakes"),
             f"mixture: {s.layers} layer(s) x {s.agents} agents + aggregator "
@@ -451,7 +466,9 @@ def measure_server(shape: BenchShape) -> ServerBenchReport:
         port = _free_port()
         server = _start_server(config_dir, port, shape)
         try:
-            warm = BenchShape(requests=4, concurrency=4, layers=shape.layers, agents=shape.agents)
+            warm = BenchShape(
+                requests=4, concurrency=4, ramp=0.0, layers=shape.layers, agents=shape.agents
+            )
             asyncio.run(_load("127.0.0.1", port, warm))
             before = len(upstream.records())
             upstream_pid = _upstream_pid()
@@ -488,15 +505,15 @@ def command(
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 500,
     ramp: Annotated[
         float, typer.Option(min=0.0, help="Seconds over which the clients start (0: all at once).")
-    ] = 0.0,
+    ] = 10.0,
     layers: Annotated[int, typer.Option(min=1, help="Proposer layers of the mixture.")] = 1,
     agents: Annotated[int, typer.Option(min=1, help="Agents per layer.")] = 3,
     latency: Annotated[
         float, typer.Option(min=0.01, help="Seconds every upstream call takes.")
-    ] = 2.0,
+    ] = 10.0,
     first_token: Annotated[
         float, typer.Option(min=0.0, help="Seconds to an upstream stream's first token.")
-    ] = 0.5,
+    ] = 1.0,
     tokens: Annotated[int, typer.Option(min=1, help="Tokens of every upstream answer.")] = 40,
     workers: Annotated[int, typer.Option(min=1, help="moa serve worker processes.")] = 1,
     upstream: Annotated[
