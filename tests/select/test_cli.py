@@ -29,6 +29,9 @@ def test_select_writes_a_runnable_config_and_a_report(
     assert "## Held-out results (16 items)" in (out / "report.md").read_text()
     assert (out / "select.json").is_file()
     assert "select.yaml" in result.stderr
+    # Off a terminal, one line per answered item, with the configuration's ETA.
+    assert "[1/12] single strong item" in result.stderr
+    assert "[16/16] single strong item" in result.stderr and "ETA 0 min" in result.stderr
 
 
 def test_select_reports_bad_input_in_one_line(gsm8k: Path, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""What every ``moa`` command shares: choosing a mixture and reporting errors."""
+"""What every ``moa`` command shares: choosing a mixture, reporting errors, progress bars."""
 
 from __future__ import annotations
 
@@ -11,11 +11,26 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from moa.config import DEFAULT_PRESET, MixtureConfig, load_config
 from moa.errors import ConfigError, MoAError
 
-__all__ = ["ConfigOption", "PresetOption", "choose_config", "err_console", "reporting_errors"]
+__all__ = [
+    "ConfigOption",
+    "PresetOption",
+    "choose_config",
+    "err_console",
+    "progress_bar",
+    "reporting_errors",
+]
 
 err_console = Console(stderr=True)
 T = TypeVar("T")
@@ -66,3 +81,17 @@ def read_prompt(prompt: str) -> str:
 def call(function: Callable[[], T]) -> T:
     with reporting_errors():
         return function()
+
+
+def progress_bar(console: Console) -> Progress:
+    """A bar with count, elapsed time and ETA; shown on a terminal only (callers log otherwise)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )

@@ -9,16 +9,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from moa.cli.common import reporting_errors
+from moa.cli.common import progress_bar, reporting_errors
 from moa.errors import ConfigError
 
 __all__ = ["eval_command"]
@@ -44,16 +36,7 @@ class _ProgressObserver:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.live = console.is_terminal
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not self.live,
-        )
+        self.progress = progress_bar(console)
         self.task_id = self.progress.add_task("eval", total=None)
         self.total = 0
         self.done = 0

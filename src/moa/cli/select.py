@@ -7,17 +7,55 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from moa.cli.common import reporting_errors
+from moa.cli.common import progress_bar, reporting_errors
 from moa.config import load_config
 from moa.errors import ConfigError
 
+if TYPE_CHECKING:
+    from moa.select.evaluate import Outcome
+
 __all__ = ["select_command"]
+
+
+class _ItemProgress:
+    """A rich bar per configuration on a terminal; one plain line per item otherwise (logs)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live = console.is_terminal
+        self.bar = progress_bar(console)
+        self.task_id = self.bar.add_task("", total=None)
+        self.name = ""
+        self.started = time.monotonic()
+
+    def __call__(self, name: str, done: int, total: int, outcome: Outcome) -> None:
+        if name != self.name or done == 1:
+            self.name, self.started = name, time.monotonic()
+            self.bar.reset(self.task_id, total=total, description=escape(name))
+        self.bar.update(self.task_id, completed=done)
+        if self.live:
+            return
+        rate = (time.monotonic() - self.started) / done
+        score = "-" if outcome.score is None else f"{outcome.score:g}"
+        score = "error" if outcome.error else score
+        self.console.print(
+            f"  [{done}/{total}] {escape(name)} item {escape(outcome.item_id)}: score {score}, "
+            f"{outcome.latency_s:.1f}s; ETA {rate * (total - done) / 60:.0f} min",
+            highlight=False,
+        )
+
+    def __enter__(self) -> _ItemProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
 
 
 def select_command(
@@ -125,7 +163,8 @@ def select_command(
         def log(text: str) -> None:
             console.print(f"[dim]{time.monotonic() - started:7.0f}s[/] {escape(text)}")
 
-        selection = asyncio.run(run.arun(log=log))
+        with _ItemProgress(console) as progress:
+            selection = asyncio.run(run.arun(log=log, progress=progress))
         command = "moa select " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else ""
         paths = write_outputs(selection, run, out, command=command)
     console.print(f"[bold]{selection.verdict}[/]")

@@ -9,7 +9,7 @@ cached, so that configurations are compared on what they would really cost.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from moa.engine.mixture import Mixture
@@ -26,7 +26,7 @@ from moa.providers.cache import recording_hits
 from moa.providers.registry import ProviderRegistry
 from moa.types import Message, Usage
 
-__all__ = ["Evaluation", "Evaluator", "Outcome"]
+__all__ = ["Evaluation", "Evaluator", "ItemProgress", "Outcome"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,10 @@ class Evaluation:
         }
 
 
+ItemProgress = Callable[[str, int, int, "Outcome"], None]
+"""Told after each item of an evaluation: (configuration name, items done, items, outcome)."""
+
+
 class Evaluator:
     """Answers and scores items with any :class:`MixtureSpec` (results memoized by config)."""
 
@@ -89,6 +93,7 @@ class Evaluator:
         prompts: PromptSet | None = None,
         judge: Judge | None = None,
         concurrency: int = 1,
+        progress: ItemProgress | None = None,
     ) -> None:
         if task.kind != "exact" and judge is None:
             raise ConfigError(f"task {task.name!r} is scored by a judge: give --judge MODEL")
@@ -97,6 +102,7 @@ class Evaluator:
         self.prompts = prompts or PromptSet()
         self.judge = judge
         self.concurrency = max(concurrency, 1)
+        self.progress = progress
         self._memo: dict[tuple[str, str], Outcome] = {}
 
     async def evaluate(self, name: str, spec: MixtureSpec, items: Sequence[EvalItem]) -> Evaluation:
@@ -104,12 +110,17 @@ class Evaluator:
         mixture.check()
         identity = spec.model_dump_json(exclude={"name"})
         gate = asyncio.Semaphore(self.concurrency)
+        done = 0
 
         async def one(item: EvalItem) -> Outcome:
+            nonlocal done
             key = (identity, item.id)
             if key not in self._memo:
                 async with gate:
                     self._memo[key] = await self._answer(mixture, item)
+            done += 1
+            if self.progress is not None:
+                self.progress(name, done, len(items), self._memo[key])
             return self._memo[key]
 
         outcomes = await asyncio.gather(*(one(item) for item in items))

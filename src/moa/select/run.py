@@ -15,7 +15,7 @@ from moa.eval.tasks import get_task
 from moa.providers.cache import CachingRegistry, SQLiteCallStore
 from moa.providers.registry import ProviderRegistry
 from moa.select.diversity import minilm_embedder
-from moa.select.evaluate import Evaluator
+from moa.select.evaluate import Evaluator, ItemProgress
 from moa.select.report import config_yaml, markdown, summary
 from moa.select.search import SearchOptions, Selection, run_search
 
@@ -52,6 +52,7 @@ class SelectRun:
         registry: ProviderRegistry | None = None,
         *,
         log: Callable[[str], None] = lambda _: None,
+        progress: ItemProgress | None = None,
     ) -> Selection:
         task = get_task(self.task)
         items = task.load(self.data, None)
@@ -62,7 +63,12 @@ class SelectRun:
             system = resolve_system(self.judge, GenerationSettings(temperature=0.0, seed=0))
             judge = Judge(Mixture(system.spec, registry), prompts)
         evaluator = Evaluator(
-            task, registry, prompts=prompts, judge=judge, concurrency=self.concurrency
+            task,
+            registry,
+            prompts=prompts,
+            judge=judge,
+            concurrency=self.concurrency,
+            progress=progress,
         )
         embedder = minilm_embedder() if self.embeddings else None
         try:
