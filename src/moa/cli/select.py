@@ -23,8 +23,16 @@ if TYPE_CHECKING:
 __all__ = ["select_command"]
 
 
+CACHED_GAP_S = 0.2
+"""An item that follows the previous one sooner than this came from the call cache."""
+
+
 class _ItemProgress:
-    """A rich bar per configuration on a terminal; one plain line per item otherwise (logs)."""
+    """A rich bar per configuration on a terminal; one plain line per item otherwise (logs).
+
+    The plain ETA is paced by the items that cost time: those answered from the
+    call cache arrive at once and would make it far too short.
+    """
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -32,21 +40,27 @@ class _ItemProgress:
         self.bar = progress_bar(console)
         self.task_id = self.bar.add_task("", total=None)
         self.name = ""
-        self.started = time.monotonic()
+        self.last = time.monotonic()
+        self.paid = 0
+        self.paid_s = 0.0
 
     def __call__(self, name: str, done: int, total: int, outcome: Outcome) -> None:
+        now = time.monotonic()
         if name != self.name or done == 1:
-            self.name, self.started = name, time.monotonic()
+            self.name, self.paid, self.paid_s = name, 0, 0.0
             self.bar.reset(self.task_id, total=total, description=escape(name))
+        elif now - self.last >= CACHED_GAP_S:
+            self.paid, self.paid_s = self.paid + 1, self.paid_s + now - self.last
+        self.last = now
         self.bar.update(self.task_id, completed=done)
         if self.live:
             return
-        rate = (time.monotonic() - self.started) / done
         score = "-" if outcome.score is None else f"{outcome.score:g}"
         score = "error" if outcome.error else score
+        eta = f"{self.paid_s / self.paid * (total - done) / 60:.0f} min" if self.paid else "?"
         self.console.print(
             f"  [{done}/{total}] {escape(name)} item {escape(outcome.item_id)}: score {score}, "
-            f"{outcome.latency_s:.1f}s; ETA {rate * (total - done) / 60:.0f} min",
+            f"{outcome.latency_s:.1f}s; ETA {eta}",
             highlight=False,
         )
 
