@@ -12,13 +12,12 @@ answer one of its proposers gave.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from moa.eval.stats import paired_difference
+from moa.eval.stats import mcnemar_exact, paired_difference
 
 
 def _load(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -28,12 +27,6 @@ def _load(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
             record = json.loads(line)
             by_system.setdefault(record["system"], {})[str(record["item_id"])] = record
     return by_system
-
-
-def _mcnemar(only_first: int, only_second: int) -> float:
-    """Exact two-sided McNemar p-value from the discordant counts."""
-    n, k = only_first + only_second, min(only_first, only_second)
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
 
 
 def _follows(records: list[dict[str, Any]]) -> Counter[str]:
@@ -62,7 +55,7 @@ def main(path: str, first: str, second: str) -> None:
     print(f"{second} - {first}: {diff.mean:+.1f} points, {interval}")
     print(
         f"right only by {first}: {only_first}, only by {second}: {only_second}; "
-        f"exact McNemar p = {_mcnemar(only_first, only_second):.2f}"
+        f"exact McNemar p = {mcnemar_exact(only_first, only_second):.2f}"
     )
     for name in (first, second):
         follows = _follows([by_system[name][i] for i in items])

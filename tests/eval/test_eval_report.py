@@ -47,6 +47,12 @@ def test_report_and_plots_are_written(finished_run: Path) -> None:
     assert summary.best_single == "fake:strong"
     data = json.loads((finished_run / "summary.json").read_text())
     assert data["best_single"] == "fake:strong" and len(data["systems"]) == 5
+    assert len(summary.pairs) == len(data["pairs"]) == 10  # every two of five systems
+    pair = next(p for p in summary.pairs if {p.first, p.second} == {"fake:strong", "fake:weak"})
+    assert (pair.first, pair.only_first, pair.only_second) == ("fake:strong", 3, 0)
+    assert pair.difference.mean == pytest.approx(50) and pair.p_value == pytest.approx(0.25)
+    assert "| fake:strong − fake:weak | 6 | +50.0 [" in report
+    assert "| 3 | 0 | 0.25 |" in report
 
 
 def test_the_report_rescores_with_the_current_extractor(finished_run: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from moa.eval.stats import (
     length_controlled_win_rate,
+    mcnemar_exact,
     mean_ci,
     paired_difference,
     pareto_front,
@@ -78,6 +79,14 @@ def test_paired_difference() -> None:
     diff = paired_difference([1, 1, 1, 0], [0, 1, 0, 0])
     assert diff.mean == 0.5 and diff.n == 4
     assert diff.low <= 0.5 <= diff.high
+
+
+def test_mcnemar_exact() -> None:
+    # 21 discordant items split 7/14: P(X <= 7 | Bin(21, 1/2)) doubled.
+    assert mcnemar_exact(7, 14) == pytest.approx(2 * 198440 / 2**21)
+    assert mcnemar_exact(14, 7) == mcnemar_exact(7, 14)
+    assert mcnemar_exact(3, 0) == pytest.approx(0.25)
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(5, 5) == 1.0
 
 
 def test_pareto_front() -> None:

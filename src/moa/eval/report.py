@@ -153,6 +153,7 @@ def render_markdown(summary: RunSummary, plots: list[Path], out: Path) -> str:
             f"{_ci(summary.any_oracle)} %."
         )
         lines.append("")
+    lines += _pairs_table(summary, digits)
     categories = _category_table(summary, digits)
     lines += categories
     if plots:
@@ -161,6 +162,39 @@ def render_markdown(summary: RunSummary, plots: list[Path], out: Path) -> str:
         lines.append("")
     lines += _notes(summary)
     return "\n".join(lines) + "\n"
+
+
+def _pairs_table(summary: RunSummary, digits: int) -> list[str]:
+    """Every two systems on their shared items: the difference, and for exact answers McNemar."""
+    if not summary.pairs:
+        return []
+    exact = summary.kind == "exact"
+    unit = "points" if summary.scale == "percent" else "rating"
+    header = ["first − second", "items", f"Δ {unit} (95% CI)"]
+    if exact:
+        header += ["right only by first", "right only by second", "McNemar p"]
+    lines = [
+        "## Paired comparisons",
+        "",
+        "Each pair of systems on the items both finished, the higher-scoring first.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for pair in summary.pairs:
+        row = [
+            f"{pair.first} − {pair.second}",
+            str(pair.difference.n),
+            _signed(pair.difference, digits),
+        ]
+        if exact:
+            row += [
+                str(pair.only_first),
+                str(pair.only_second),
+                "–" if pair.p_value is None else f"{pair.p_value:.3g}",
+            ]
+        lines.append("| " + " | ".join(row) + " |")
+    return [*lines, ""]
 
 
 def _pm(value: tuple[float, float] | None) -> str:
@@ -207,8 +241,14 @@ def _notes(summary: RunSummary) -> list[str]:
             "- The judge rates each turn 1-10; math, reasoning and coding use the reference answer."
         )
     lines.append(
-        "- Δ vs best single: paired difference on the items both systems finished, "
-        "bootstrap 95% interval."
+        "- Δ vs best single, and the paired comparisons: difference on the items both systems "
+        "finished, bootstrap 95% interval"
+        + (
+            "; McNemar's exact test asks whether the items only one of the two got right "
+            "split more unevenly than chance."
+            if summary.kind == "exact"
+            else "."
+        )
     )
     lines.append(
         "- Tokens, calls and latency are per item and count every call of the system "

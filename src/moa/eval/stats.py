@@ -18,6 +18,7 @@ __all__ = [
     "LengthControlled",
     "bootstrap_ci",
     "length_controlled_win_rate",
+    "mcnemar_exact",
     "mean_ci",
     "paired_difference",
     "pareto_front",
@@ -180,6 +181,18 @@ def paired_difference(
         return Estimate(math.nan, math.nan, math.nan, 0)
     low, high = bootstrap_ci(diff.tolist(), resamples=resamples, seed=seed)
     return Estimate(float(diff.mean()), low, high, int(diff.size))
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar p-value from the discordant counts of two paired systems.
+
+    ``only_a``: items only the first system got right; ``only_b``: only the second.
+    Under no difference each discordant item is a fair coin.
+    """
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / (1 << n))
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -23,13 +23,14 @@ from moa.eval.scorers import score_exact_record
 from moa.eval.stats import (
     Estimate,
     length_controlled_win_rate,
+    mcnemar_exact,
     mean_ci,
     paired_difference,
     percentile,
     win_rate,
 )
 
-__all__ = ["RunSummary", "SystemSummary", "load_run", "summarize"]
+__all__ = ["PairedComparison", "RunSummary", "SystemSummary", "load_run", "summarize"]
 
 _WORST = {"exact": 0.0, "pairwise": 0.0, "graded": 1.0}
 
@@ -72,6 +73,23 @@ class SystemSummary:
         return out
 
 
+@dataclass(frozen=True)
+class PairedComparison:
+    """Two systems on the items both finished: ``first`` minus ``second``."""
+
+    first: str
+    second: str
+    difference: Estimate
+    only_first: int | None = None
+    """Exact-answer tasks: items only ``first`` got right (``only_second`` likewise)."""
+    only_second: int | None = None
+    p_value: float | None = None
+    """Exact McNemar test of the discordant items (exact-answer tasks)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "difference": self.difference.to_dict()}
+
+
 @dataclass
 class RunSummary:
     info: dict[str, Any]
@@ -83,6 +101,8 @@ class RunSummary:
     any_oracle: Estimate | None = None
     finished: dict[str, Estimate | None] = field(default_factory=dict)
     """Each system over all of its own finished items, when that differs from the table."""
+    pairs: list[PairedComparison] = field(default_factory=list)
+    """Every two systems, in table order of the first, on the items both finished."""
 
     @property
     def kind(self) -> str:
@@ -97,6 +117,7 @@ class RunSummary:
             "any_oracle": None if self.any_oracle is None else self.any_oracle.to_dict(),
             "finished": {k: v.to_dict() if v else None for k, v in self.finished.items()},
             "systems": [s.to_dict() for s in self.systems],
+            "pairs": [p.to_dict() for p in self.pairs],
         }
 
 
@@ -258,6 +279,12 @@ def _compare(
                     [scores[system.name][i] for i in shared], [base[i] for i in shared]
                 )
                 system.versus_best = diff.scaled(factor)
+    ranked = sorted(run.systems, key=lambda s: -(s.score.mean if s.score else -math.inf))
+    for index, first in enumerate(ranked):
+        for second in ranked[index + 1 :]:
+            pair = _paired(first.name, second.name, scores, factor, kind)
+            if pair is not None:
+                run.pairs.append(pair)
     if kind == "exact" and common:
         hits = []
         for item in sorted(common):
@@ -271,3 +298,21 @@ def _compare(
                 )
             )
         run.any_oracle = mean_ci(hits).scaled(factor)
+
+
+def _paired(
+    first: str, second: str, scores: dict[str, dict[str, float]], factor: float, kind: str
+) -> PairedComparison | None:
+    shared = sorted(set(scores[first]) & set(scores[second]))
+    if not shared:
+        return None
+    a = [scores[first][i] for i in shared]
+    b = [scores[second][i] for i in shared]
+    difference = paired_difference(a, b).scaled(factor)
+    if kind != "exact":
+        return PairedComparison(first, second, difference)
+    only_first = sum(x > y for x, y in zip(a, b, strict=True))
+    only_second = sum(y > x for x, y in zip(a, b, strict=True))
+    return PairedComparison(
+        first, second, difference, only_first, only_second, mcnemar_exact(only_first, only_second)
+    )
