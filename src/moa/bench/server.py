@@ -502,7 +502,9 @@ def measure_server(shape: BenchShape) -> ServerBenchReport:
 
 def command(
     requests: Annotated[int, typer.Option(min=1, help="Requests in all.")] = 500,
-    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 500,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Clients, each keeping one request in flight.")
+    ] = 500,
     ramp: Annotated[
         float, typer.Option(min=0.0, help="Seconds over which the clients start (0: all at once).")
     ] = 10.0,
