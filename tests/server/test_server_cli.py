@@ -219,7 +219,13 @@ strategy: {type: chunked}
         "utf-8",
     )
     served: list[object] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append(app))
+    options_seen: list[dict[str, object]] = []
+
+    def run(app: object, **options: object) -> None:
+        served.append(app)
+        options_seen.append(options)
+
+    monkeypatch.setattr(uvicorn, "run", run)
     monkeypatch.setattr("moa.server.app.tune_gc_for_serving", lambda: None)  # not this process's
     args = ["serve", "--config-dir", str(tmp_path), "--no-presets"]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "500"})
@@ -227,6 +233,10 @@ strategy: {type: chunked}
     assert len(served) == 1  # it serves all the same: a request may choose another strategy
     assert "staircase cannot run here: strategy 'chunked' needs" in result.output
     assert "supports_continue: true" in result.output
+    # Idle client connections outlive the clients' and balancers' own idle timeouts.
+    assert options_seen[0]["timeout_keep_alive"] == 75
+    result = CliRunner().invoke(app, [*args, "--keep-alive", "7"])
+    assert result.exit_code == 0 and options_seen[1]["timeout_keep_alive"] == 7
 
 
 def test_help_lists_the_options() -> None:

@@ -56,6 +56,14 @@ def serve(
     deadline: Annotated[
         float, typer.Option(min=0.001, help="Seconds one request may take (then 504).")
     ] = 600.0,
+    keep_alive: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Seconds an idle client connection stays open. Keep it above the idle timeout "
+            "of the clients and load balancers in front (openai SDK 5 s, AWS ALB 60 s).",
+        ),
+    ] = 75,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log every request line.")
@@ -125,4 +133,7 @@ def serve(
                 factory=workers > 1,
                 log_level=log_level,
                 access_log=access_log,
+                # A client that keeps idle connections as long as the server does sometimes
+                # sends a request down one the server is closing (it fails, or a balancer 502s).
+                timeout_keep_alive=keep_alive,
             )
