@@ -7,6 +7,11 @@ loaded once and serves one generation at a time; a CPU gate lets at most
 concurrent agents share a small CPU instead of fighting over it. Generation
 runs on a worker thread and its tokens reach the event loop as they appear;
 cancelling the consumer stops the generation within a token.
+
+With ``local.batch`` above 1, calls of one model that wait for it at the same
+time (the samples of a vote or Self-MoA, a layer's agents, concurrent items)
+are decoded together by :mod:`moa.providers.local_batch`: the first to get the
+model takes up to ``batch - 1`` waiting calls with it.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,8 @@ __all__ = ["LocalProvider", "default_parallel"]
 _END = object()
 _POLL_S = 0.05
 """How often a worker waiting for a model or the CPU looks at its cancel flag."""
+_GATHER_S = 0.02
+"""With batching on, how long the first call to get a model waits for others to join it."""
 
 
 def default_parallel(cores: int) -> int:
@@ -40,6 +49,17 @@ def default_parallel(cores: int) -> int:
 
 class _Cancelled(Exception):
     pass
+
+
+@dataclass
+class _Call:
+    """One ``stream`` call on its way to a model."""
+
+    run: Generation
+    request: CompletionRequest
+    kwargs: dict[str, Any]
+    post: Callable[[object], None]
+    batchable: bool
 
 
 @contextmanager
@@ -73,6 +93,9 @@ class LocalProvider(Provider):
         self._gate = threading.BoundedSemaphore(self.parallel)
         self._models: dict[Path, LocalModel] = {}
         self._models_lock = threading.Lock()
+        self.batch = self.settings.batch
+        self._waiting: dict[LocalModel, list[_Call]] = {}
+        """Batchable calls whose worker has not got their model yet (under ``_models_lock``)."""
 
     def __repr__(self) -> str:
         return (
@@ -125,9 +148,16 @@ class LocalProvider(Provider):
             except RuntimeError:  # the loop is gone: nobody is listening any more
                 run.cancelled.set()
 
+        batchable = self.batch > 1 and model.can_batch(
+            kwargs, continue_final=request.continue_final
+        )
+        call = _Call(run, request, kwargs, post, batchable)
+        if batchable:
+            with self._models_lock:
+                self._waiting.setdefault(model, []).append(call)
         worker = threading.Thread(
             target=self._work,
-            args=(model, run, request, kwargs, post),
+            args=(model, call),
             name=f"moa-local-{model.label}",
             daemon=True,
         )
@@ -147,48 +177,110 @@ class LocalProvider(Provider):
                 while await queue.get() is not _END:
                     pass
 
-    def _work(
-        self,
-        model: LocalModel,
-        run: Generation,
-        request: CompletionRequest,
-        kwargs: dict[str, Any],
-        post: Callable[[object], None],
-    ) -> None:
-        finish: str | None = None
+    def _work(self, model: LocalModel, call: _Call) -> None:
+        """A call's worker: wait for the model and the CPU, then answer it (with others)."""
+        owned, checked = True, False
         try:
-            with _holding(model.busy, run):
+            with _holding(model.busy, call.run):
+                owned, checked = self._unwait(model, call), True
+                if not owned:
+                    return  # a batch took it along and answers it
                 model.load()
-                with _holding(self._gate, run):
-                    pieces = model.generate(
-                        run, request.messages, kwargs, continue_final=request.continue_final
-                    )
-                    for text, reason in pieces:
-                        if run.cancelled.is_set():
-                            raise _Cancelled
-                        finish = reason or finish
-                        if text:
-                            post(CompletionChunk(text))
-            usage = Usage(run.prompt_tokens, run.completion_tokens, 1)
-            post(CompletionChunk("", usage, finish))
+                with _holding(self._gate, call.run):
+                    partners = self._claim(model) if call.batchable else []
+                    if partners:
+                        self._answer_batch(model, [call, *partners])
+                    else:
+                        self._answer(model, call)
         except _Cancelled:
-            pass
-        except MoAError as exc:
-            post(exc)
+            if not checked:  # cancelled while waiting: a batch may have taken it meanwhile
+                owned = self._unwait(model, call)
         except Exception as exc:
-            if not run.cancelled.is_set():  # an aborted prompt evaluation surfaces as an error
-                hint = ""
-                if "context window" in str(exc):
-                    hint = f"; shorten the input or raise local.n_ctx (now {self.settings.n_ctx})"
-                error = ProviderError(
-                    f"local model {model.label!r} failed: {exc}{hint}",
-                    provider=self.name,
-                    model=request.model,
-                )
-                error.__cause__ = exc
-                post(error)
+            self._fail(model, call, exc)
         finally:
-            post(_END)
+            if owned:
+                call.post(_END)
+
+    def _unwait(self, model: LocalModel, call: _Call) -> bool:
+        """Take ``call`` off the waiting list; False when a batch has already taken it."""
+        if not call.batchable:
+            return True
+        with self._models_lock:
+            waiting = self._waiting.get(model, [])
+            if call in waiting:
+                waiting.remove(call)
+                return True
+            return False
+
+    def _claim(self, model: LocalModel) -> list[_Call]:
+        """Up to ``batch - 1`` other calls waiting for ``model``, after a moment to gather."""
+        time.sleep(_GATHER_S)
+        with self._models_lock:
+            waiting = self._waiting.get(model, [])
+            taken = [c for c in waiting if not c.run.cancelled.is_set()][: self.batch - 1]
+            for claimed in taken:
+                waiting.remove(claimed)
+        return taken
+
+    def _answer(self, model: LocalModel, call: _Call) -> None:
+        """One call alone on the model, streaming its text, then its usage."""
+        run, request = call.run, call.request
+        finish: str | None = None
+        pieces = model.generate(
+            run, request.messages, call.kwargs, continue_final=request.continue_final
+        )
+        for text, reason in pieces:
+            if run.cancelled.is_set():
+                raise _Cancelled
+            finish = reason or finish
+            if text:
+                call.post(CompletionChunk(text))
+        call.post(CompletionChunk("", Usage(run.prompt_tokens, run.completion_tokens, 1), finish))
+
+    def _answer_batch(self, model: LocalModel, calls: list[_Call]) -> None:
+        """Several calls decoded together; the leader's worker posts every call's end."""
+        partners = calls[1:]
+        try:
+            entries = [(c.run, c.request.messages, c.kwargs, _emitter(c.post)) for c in calls]
+            reasons = model.generate_batch(entries, n_seq=self.batch)
+            if reasons is None:  # they cannot share the batch context: one after another
+                for call in calls:
+                    try:
+                        self._answer(model, call)
+                    except _Cancelled:
+                        continue  # its consumer has gone
+                    except Exception as exc:
+                        self._fail(model, call, exc)
+                return
+            for call, reason in zip(calls, reasons, strict=True):
+                run = call.run
+                usage = Usage(run.prompt_tokens, run.completion_tokens, 1)
+                if not run.cancelled.is_set():
+                    call.post(CompletionChunk("", usage, reason))
+        except Exception as exc:
+            for call in calls:
+                self._fail(model, call, exc)
+        finally:
+            for call in partners:
+                call.post(_END)
+
+    def _fail(self, model: LocalModel, call: _Call, exc: Exception) -> None:
+        """Tell the call's consumer what went wrong (nothing when it has gone already)."""
+        if isinstance(exc, MoAError):
+            call.post(exc)
+            return
+        if call.run.cancelled.is_set():  # an aborted prompt evaluation surfaces as an error
+            return
+        hint = ""
+        if "context window" in str(exc):
+            hint = f"; shorten the input or raise local.n_ctx (now {self.settings.n_ctx})"
+        error = ProviderError(
+            f"local model {model.label!r} failed: {exc}{hint}",
+            provider=self.name,
+            model=call.request.model,
+        )
+        error.__cause__ = exc
+        call.post(error)
 
     async def aclose(self) -> None:
         """Nothing is bound to an event loop here; loaded models stay for the next call.
@@ -212,3 +304,11 @@ def _close_all(models: list[LocalModel]) -> None:
     for model in models:
         with model.busy:
             model.close()
+
+
+def _emitter(post: Callable[[object], None]) -> Callable[[str], None]:
+    def emit(text: str) -> None:
+        if text:
+            post(CompletionChunk(text))
+
+    return emit

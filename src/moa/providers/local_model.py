@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from moa.errors import ConfigError, FeatureUnavailableError
 from moa.providers.catalog import verify_file
+from moa.providers.local_batch import BATCHABLE, BatchCall, BatchDecoder
 from moa.types import GenerationParams, Message
 
-__all__ = ["Generation", "LocalModel", "call_kwargs", "import_llama"]
+__all__ = ["Emit", "Generation", "LocalModel", "call_kwargs", "import_llama"]
+
+Emit = Callable[[str], None]
 
 # Set by the provider from its own fields, or meaningless for a chat answer.
 _MANAGED = frozenset({"self", "messages", "prompt", "suffix", "echo", "stream", "model"})
@@ -112,6 +115,7 @@ class LocalModel:
         self._llama_cpp: ModuleType | None = None
         self._abort_callback: Any = None
         self._abort_on = False
+        self._batch: BatchDecoder | None = None
 
     @property
     def loaded(self) -> bool:
@@ -145,6 +149,9 @@ class LocalModel:
         self._llm = llm
 
     def close(self) -> None:
+        if self._batch is not None:
+            self._batch.close()
+            self._batch = None
         if self._llm is not None:
             self._llm.close()
             self._llm = None
@@ -220,18 +227,16 @@ class LocalModel:
         finally:
             self.active = None
 
-    def _continue(self, messages: Sequence[Message], kwargs: Mapping[str, Any]) -> Any:
-        """Render the conversation up to the partial answer with the model's template, then go on.
+    def _render(self, messages: Sequence[Message], *, partial: str | None) -> Any:
+        """The conversation as the model's chat template renders it, ready for the answer.
 
-        llama.cpp keeps the evaluated prefix of the previous call, so continuing
-        an answer that grew by a few tokens only evaluates those tokens.
+        ``partial``: the start of the assistant's answer, to be continued. Returns
+        the template's rendering (its stop strings and criteria) and the prompt tokens.
         """
         assert self._llama_cpp is not None
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
-            raise FeatureUnavailableError(
-                f"local model {self.label!r} has no chat template, so an answer cannot be continued"
-            )
+            raise FeatureUnavailableError(f"local model {self.label!r} has no chat template")
         llm = self._llm
         formatter = self._llama_cpp.llama_chat_format.Jinja2ChatFormatter(
             template=template,
@@ -240,19 +245,72 @@ class LocalModel:
             add_generation_prompt=True,
             stop_token_ids=[llm.token_eos()],
         )
-        rendered = formatter(messages=[m.to_dict() for m in messages[:-1]])
+        rendered = formatter(messages=[m.to_dict() for m in messages])
         prompt = llm.tokenize(
-            (rendered.prompt + messages[-1].content).encode("utf-8"),
+            (rendered.prompt + (partial or "")).encode("utf-8"),
             add_bos=not rendered.added_special,
             special=True,
         )
+        return rendered, prompt
+
+    def _continue(self, messages: Sequence[Message], kwargs: Mapping[str, Any]) -> Any:
+        """Render the conversation up to the partial answer with the model's template, then go on.
+
+        llama.cpp keeps the evaluated prefix of the previous call, so continuing
+        an answer that grew by a few tokens only evaluates those tokens.
+        """
+        try:
+            rendered, prompt = self._render(messages[:-1], partial=messages[-1].content)
+        except FeatureUnavailableError as exc:
+            raise FeatureUnavailableError(f"{exc}, so an answer cannot be continued") from exc
         options = dict(kwargs)
         if rendered.stop:
-            extra_stop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop]
-            options["stop"] = [*options.get("stop", []), *extra_stop]
-        return llm.create_completion(
+            options["stop"] = [*options.get("stop", []), *_stops(rendered.stop)]
+        return self._llm.create_completion(
             prompt=prompt, stream=True, stopping_criteria=rendered.stopping_criteria, **options
         )
+
+    # -- several calls at once ------------------------------------------------------------
+
+    def can_batch(self, kwargs: Mapping[str, Any], *, continue_final: bool) -> bool:
+        """Whether a call may share a batch: a plain chat answer with batchable parameters."""
+        return not continue_final and set(kwargs) <= BATCHABLE
+
+    def generate_batch(
+        self,
+        calls: Sequence[tuple[Generation, Sequence[Message], Mapping[str, Any], Emit]],
+        *,
+        n_seq: int,
+    ) -> list[str | None] | None:
+        """Decode ``calls`` together; each one's text goes to its ``emit`` as it grows.
+
+        Returns each call's finish reason, or ``None`` (nothing run) when they cannot
+        share this model's batch context: no chat template, or too long together.
+        """
+        self.load()
+        assert self._llama_cpp is not None
+        if not self._llm.metadata.get("tokenizer.chat_template"):
+            return None
+        batch = []
+        for run, messages, kwargs, emit in calls:
+            rendered, prompt = self._render(messages, partial=None)
+            stop = [*kwargs.get("stop", []), *(_stops(rendered.stop) if rendered.stop else [])]
+            batch.append(BatchCall(prompt, dict(kwargs), emit, run.cancelled.is_set, stop))
+        if self._batch is None:
+            self._batch = BatchDecoder(
+                self._llama_cpp, self._llm, n_seq=n_seq, n_ctx=self.n_ctx, threads=self.threads
+            )
+        if not self._batch.fits(batch):
+            return None
+        self._batch.run(batch)
+        for (run, *_), call in zip(calls, batch, strict=True):
+            run.prompt_tokens = len(call.prompt)
+            run.completion_tokens = call.completion_tokens
+        return [call.finish_reason for call in batch]
+
+
+def _stops(stop: str | list[str]) -> list[str]:
+    return stop if isinstance(stop, list) else [stop]
 
 
 def _token_text(llm: Any, token: int) -> str:

@@ -53,5 +53,9 @@ class LocalSettings(BaseModel):
     """How many local generations may run at once (default: 1 on up to four cores)."""
     n_ctx: int = Field(default=4096, ge=256)
     """Context window, in tokens, of each loaded model."""
+    batch: int = Field(default=1, ge=1, le=64)
+    """Calls of one model decoded together when they wait for it at the same time (1: one
+    at a time). A CPU reads the weights once per step whatever the number of sequences, so
+    four sampled answers cost far less than four times one; the context window is shared."""
     model_dir: str | None = None
     """Where assembled model files live (default: the user cache, or $MOA_MODEL_DIR)."""
