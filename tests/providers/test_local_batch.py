@@ -11,10 +11,13 @@ from typing import Any
 import pytest
 from local_helpers import StandIn, install
 
+from moa.engine.mixture import Mixture
+from moa.engine.spec import MixtureSpec
 from moa.errors import ProviderError
 from moa.providers.catalog import CATALOG, model_dir
 from moa.providers.local import LocalProvider
 from moa.providers.local_model import Emit, Generation, LocalModel
+from moa.providers.registry import ProviderRegistry
 from moa.providers.settings import LocalSettings
 from moa.types import CompletionRequest, GenerationParams, Message
 
@@ -96,6 +99,18 @@ async def test_calls_waiting_together_share_one_batch(recorder: Recorder, gguf: 
         assert answer.text == "".join(f"s{seed}.{step} " for step in range(5))
         assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (5, 5)
         assert answer.usage.calls == 1 and answer.finish_reason == "length"
+
+
+async def test_a_mixture_s_samples_reach_the_model_together(recorder: Recorder, gguf: str) -> None:
+    # The engine lets as many calls through to the provider as a batch can take.
+    provider = LocalProvider(settings=LocalSettings(batch=4))
+    agents = [{"model": f"local:{gguf}", "temperature": 0.7, "seed": s} for s in (1, 2, 3, 4)]
+    spec = MixtureSpec.model_validate(
+        {"layers": [agents], "aggregator": {"model": f"local:{gguf}"}}
+    )
+    result = await Mixture(spec, ProviderRegistry().add("local", provider)).arun("Hi")
+    assert recorder.groups == [4] and recorder.alone == 1  # the aggregator came alone
+    assert result.output == "t0 "
 
 
 async def test_a_batch_takes_at_most_batch_calls(recorder: Recorder, gguf: str) -> None:

@@ -88,12 +88,13 @@ class LocalProvider(Provider):
         cores = os.cpu_count() or 1
         self.parallel = self.settings.parallel or default_parallel(cores)
         self.threads = self.settings.threads or max(1, cores // self.parallel)
-        # The engine queues calls beyond this, so waiting for the CPU does not eat a call's timeout.
-        self.max_concurrency = self.parallel
+        self.batch = self.settings.batch
+        # The engine queues calls beyond this, so waiting for the CPU does not eat a call's
+        # timeout; with batching, as many calls as the batches running at once can take.
+        self.max_concurrency = self.parallel * self.batch
         self._gate = threading.BoundedSemaphore(self.parallel)
         self._models: dict[Path, LocalModel] = {}
         self._models_lock = threading.Lock()
-        self.batch = self.settings.batch
         self._waiting: dict[LocalModel, list[_Call]] = {}
         """Batchable calls whose worker has not got their model yet (under ``_models_lock``)."""
 
