@@ -16,7 +16,7 @@ from moa.engine.spec import MixtureSpec
 from moa.errors import ProviderError
 from moa.providers.catalog import CATALOG, model_dir
 from moa.providers.local import LocalProvider
-from moa.providers.local_model import Emit, Generation, LocalModel
+from moa.providers.local_model import Done, Emit, Generation, LocalModel
 from moa.providers.registry import ProviderRegistry
 from moa.providers.settings import LocalSettings
 from moa.types import CompletionRequest, GenerationParams, Message
@@ -52,25 +52,26 @@ class Recorder(StandIn):
     def generate_batch(
         self,
         model: LocalModel,
-        calls: Sequence[tuple[Generation, Sequence[Message], Mapping[str, Any], Emit]],
+        calls: Sequence[tuple[Generation, Sequence[Message], Mapping[str, Any], Emit, Done]],
         *,
         n_seq: int,
-    ) -> list[str | None] | None:
+    ) -> bool:
         assert len(calls) <= n_seq
         if self.batch_result == "none":
-            return None
+            return False
         if self.batch_result == "fail":
             raise RuntimeError("decode failed")
         with self.lock:
             self.groups.append(len(calls))
         for step in range(5):
             time.sleep(self.step_s)
-            for run, _, kwargs, emit in calls:
+            for run, _, kwargs, emit, _ in calls:
                 if not run.cancelled.is_set():
                     emit(f"s{kwargs.get('seed')}.{step} ")
-        for run, *_ in calls:
+        for run, *_, done in calls:
             run.prompt_tokens, run.completion_tokens = 5, 5
-        return ["length"] * len(calls)
+            done("length")
+        return True
 
 
 @pytest.fixture
@@ -224,3 +225,32 @@ async def test_real_batched_samples_are_whole_answers(
     for answer in answers:
         assert answer.text.strip() and answer.finish_reason in ("stop", "length")
         assert 0 < answer.usage.completion_tokens <= 24
+
+
+@pytest.mark.slow
+async def test_real_a_call_ends_as_soon_as_its_own_answer_does(
+    pair: tuple[LocalProvider, LocalProvider],
+) -> None:
+    batching, _ = pair
+    story = (Message("user", "Write a long story about a lighthouse keeper."),)
+    short = asyncio.create_task(batching.complete(request("smollm2-135m", story, max_tokens=3)))
+    long = asyncio.create_task(
+        batching.complete(request("smollm2-135m", story, max_tokens=300, temperature=0.0))
+    )
+    answer = await short
+    assert answer.usage.completion_tokens == 3
+    assert not long.done()  # the short one did not wait for the batch to finish
+    await long
+    # Cancelling one call of a running batch returns at once; the other goes on.
+    going_on = asyncio.create_task(
+        batching.complete(request("smollm2-135m", story, max_tokens=300, temperature=0.0))
+    )
+    cancelled = asyncio.create_task(
+        batching.complete(request("smollm2-135m", story, max_tokens=300, seed=5))
+    )
+    await asyncio.sleep(0.3)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(cancelled, timeout=5)
+    assert not going_on.done()
+    assert (await going_on).usage.completion_tokens > 0

@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,13 @@ class _Call:
     kwargs: dict[str, Any]
     post: Callable[[object], None]
     batchable: bool
+    ended: bool = False
+
+    def end(self) -> None:
+        """Tell the consumer there is nothing more (once)."""
+        if not self.ended:
+            self.ended = True
+            self.post(_END)
 
 
 @contextmanager
@@ -200,7 +208,7 @@ class LocalProvider(Provider):
             self._fail(model, call, exc)
         finally:
             if owned:
-                call.post(_END)
+                call.end()
 
     def _unwait(self, model: LocalModel, call: _Call) -> bool:
         """Take ``call`` off the waiting list; False when a batch has already taken it."""
@@ -239,31 +247,37 @@ class LocalProvider(Provider):
         call.post(CompletionChunk("", Usage(run.prompt_tokens, run.completion_tokens, 1), finish))
 
     def _answer_batch(self, model: LocalModel, calls: list[_Call]) -> None:
-        """Several calls decoded together; the leader's worker posts every call's end."""
-        partners = calls[1:]
-        try:
-            entries = [(c.run, c.request.messages, c.kwargs, _emitter(c.post)) for c in calls]
-            reasons = model.generate_batch(entries, n_seq=self.batch)
-            if reasons is None:  # they cannot share the batch context: one after another
-                for call in calls:
-                    try:
-                        self._answer(model, call)
-                    except _Cancelled:
-                        continue  # its consumer has gone
-                    except Exception as exc:
-                        self._fail(model, call, exc)
-                return
-            for call, reason in zip(calls, reasons, strict=True):
-                run = call.run
+        """Several calls decoded together; each ends as soon as its own answer does."""
+
+        def done(call: _Call, reason: str | None) -> None:
+            run = call.run
+            if not run.cancelled.is_set():
                 usage = Usage(run.prompt_tokens, run.completion_tokens, 1)
-                if not run.cancelled.is_set():
-                    call.post(CompletionChunk("", usage, reason))
+                call.post(CompletionChunk("", usage, reason))
+            call.end()
+
+        try:
+            entries = [
+                (c.run, c.request.messages, c.kwargs, _emitter(c.post), partial(done, c))
+                for c in calls
+            ]
+            if model.generate_batch(entries, n_seq=self.batch):
+                return
+            for call in calls:  # they cannot share the batch context: one after another
+                try:
+                    self._answer(model, call)
+                except _Cancelled:
+                    pass  # its consumer has gone
+                except Exception as exc:
+                    self._fail(model, call, exc)
+                call.end()
         except Exception as exc:
             for call in calls:
-                self._fail(model, call, exc)
+                if not call.ended:
+                    self._fail(model, call, exc)
         finally:
-            for call in partners:
-                call.post(_END)
+            for call in calls:
+                call.end()
 
     def _fail(self, model: LocalModel, call: _Call, exc: Exception) -> None:
         """Tell the call's consumer what went wrong (nothing when it has gone already)."""

@@ -44,6 +44,8 @@ class BatchCall:
     cancelled: Callable[[], bool]
     stop: list[str] = field(default_factory=list)
     """Stop strings: the template's and the call's."""
+    on_end: Callable[[], None] = lambda: None
+    """Called as the sequence leaves the batch (finished, or cancelled), before the others end."""
     completion_tokens: int = 0
     finish_reason: str | None = None
 
@@ -160,6 +162,7 @@ class BatchDecoder:
                 for i in active:
                     if i not in going:
                         texts[i].flush()
+                        sequences[i].on_end()
                 active = [i for i, _ in step]
                 if step:
                     self._decode_step(step, positions, logits_at)

@@ -21,9 +21,10 @@ from moa.providers.catalog import verify_file
 from moa.providers.local_batch import BATCHABLE, BatchCall, BatchDecoder
 from moa.types import GenerationParams, Message
 
-__all__ = ["Emit", "Generation", "LocalModel", "call_kwargs", "import_llama"]
+__all__ = ["Done", "Emit", "Generation", "LocalModel", "call_kwargs", "import_llama"]
 
 Emit = Callable[[str], None]
+Done = Callable[[str | None], None]
 
 # Set by the provider from its own fields, or meaningless for a chat answer.
 _MANAGED = frozenset({"self", "messages", "prompt", "suffix", "echo", "stream", "model"})
@@ -278,35 +279,45 @@ class LocalModel:
 
     def generate_batch(
         self,
-        calls: Sequence[tuple[Generation, Sequence[Message], Mapping[str, Any], Emit]],
+        calls: Sequence[tuple[Generation, Sequence[Message], Mapping[str, Any], Emit, Done]],
         *,
         n_seq: int,
-    ) -> list[str | None] | None:
+    ) -> bool:
         """Decode ``calls`` together; each one's text goes to its ``emit`` as it grows.
 
-        Returns each call's finish reason, or ``None`` (nothing run) when they cannot
-        share this model's batch context: no chat template, or too long together.
+        Each call's ``done`` gets its finish reason as soon as that call ends (its
+        token counts are then in its :class:`Generation`). False, with nothing run,
+        when they cannot share this model's batch context: no chat template, or too
+        long together.
         """
         self.load()
         assert self._llama_cpp is not None
         if not self._llm.metadata.get("tokenizer.chat_template"):
-            return None
+            return False
         batch = []
-        for run, messages, kwargs, emit in calls:
+        for run, messages, kwargs, emit, done in calls:
             rendered, prompt = self._render(messages, partial=None)
             stop = [*kwargs.get("stop", []), *(_stops(rendered.stop) if rendered.stop else [])]
-            batch.append(BatchCall(prompt, dict(kwargs), emit, run.cancelled.is_set, stop))
+            call = BatchCall(prompt, dict(kwargs), emit, run.cancelled.is_set, stop)
+            call.on_end = _ender(call, run, done)
+            batch.append(call)
         if self._batch is None:
             self._batch = BatchDecoder(
                 self._llama_cpp, self._llm, n_seq=n_seq, n_ctx=self.n_ctx, threads=self.threads
             )
         if not self._batch.fits(batch):
-            return None
+            return False
         self._batch.run(batch)
-        for (run, *_), call in zip(calls, batch, strict=True):
-            run.prompt_tokens = len(call.prompt)
-            run.completion_tokens = call.completion_tokens
-        return [call.finish_reason for call in batch]
+        return True
+
+
+def _ender(call: BatchCall, run: Generation, done: Done) -> Callable[[], None]:
+    def end() -> None:
+        run.prompt_tokens = len(call.prompt)
+        run.completion_tokens = call.completion_tokens
+        done(call.finish_reason)
+
+    return end
 
 
 def _stops(stop: str | list[str]) -> list[str]:
