@@ -247,7 +247,7 @@ def _report(folder: Path, console: Console) -> None:
             "the report needs numpy and matplotlib: pip install 'mixture-of-agents[eval]'"
         ) from exc
     summary = write_report(folder)
-    for system in sorted(summary.systems, key=lambda s: -(s.score.mean if s.score else -1)):
+    for system in summary.ranked():
         if system.score is not None:
             console.print(
                 f"  {system.name}: {system.score.mean:.1f} "

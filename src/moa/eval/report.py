@@ -126,8 +126,7 @@ def render_markdown(summary: RunSummary, plots: list[Path], out: Path) -> str:
         "latency p50 / p95 s",
     ]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    ordered = sorted(summary.systems, key=lambda s: -(s.score.mean if s.score else -math.inf))
-    for system in ordered:
+    for system in summary.ranked():
         row = [
             f"**{system.name}**" if system.name == summary.best_single else system.name,
             _composition(system),

@@ -108,6 +108,10 @@ class RunSummary:
     def kind(self) -> str:
         return str(self.info.get("task_kind", "exact"))
 
+    def ranked(self) -> list[SystemSummary]:
+        """The systems, highest score first (unscored ones last)."""
+        return sorted(self.systems, key=lambda s: -(s.score.mean if s.score else -math.inf))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "task": self.info.get("task"),
@@ -279,7 +283,7 @@ def _compare(
                     [scores[system.name][i] for i in shared], [base[i] for i in shared]
                 )
                 system.versus_best = diff.scaled(factor)
-    ranked = sorted(run.systems, key=lambda s: -(s.score.mean if s.score else -math.inf))
+    ranked = run.ranked()
     for index, first in enumerate(ranked):
         for second in ranked[index + 1 :]:
             pair = _paired(first.name, second.name, scores, factor, kind)
