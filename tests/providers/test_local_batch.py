@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +16,13 @@ from moa.engine.spec import MixtureSpec
 from moa.errors import ProviderError
 from moa.providers.catalog import CATALOG, model_dir
 from moa.providers.local import LocalProvider
-from moa.providers.local_model import Done, Emit, Generation, LocalModel
+from moa.providers.local_model import Entry, LocalModel, MoreEntries
 from moa.providers.registry import ProviderRegistry
 from moa.providers.settings import LocalSettings
-from moa.types import CompletionRequest, GenerationParams, Message
+from moa.types import Completion, CompletionRequest, GenerationParams, Message
 
 QUESTION = (Message("user", "Name three colors."),)
+STORY = (Message("user", "Write a long story about a lighthouse keeper."),)
 
 
 def request(
@@ -37,13 +38,22 @@ def request(
 
 
 class Recorder(StandIn):
-    """A stand-in that also decodes batches; records which calls went together."""
+    """A stand-in that also decodes batches, one step of each row at a time.
+
+    A call takes ``steps`` steps (by seed, else 5); rows freed between steps go
+    to calls the provider's ``more`` hands over. Records each batch's rows at
+    the start, the calls that joined later, and the most rows at once.
+    """
 
     def __init__(self) -> None:
         super().__init__(tokens=1)
         self.groups: list[int] = []
+        self.joined_later: list[int | None] = []  # their seeds
+        self.most_rows = 0
         self.batch_result = "ok"  # "ok", "none" (cannot batch) or "fail"
         self.step_s = 0.01
+        self.steps: dict[int | None, int] = {}
+        self.refuse: set[int | None] = set()  # seeds that do not fit the batch's room
 
     @property
     def alone(self) -> int:
@@ -52,25 +62,42 @@ class Recorder(StandIn):
     def generate_batch(
         self,
         model: LocalModel,
-        calls: Sequence[tuple[Generation, Sequence[Message], Mapping[str, Any], Emit, Done]],
+        calls: Sequence[Entry],
         *,
         n_seq: int,
+        more: MoreEntries | None = None,
     ) -> bool:
         assert len(calls) <= n_seq
         if self.batch_result == "none":
             return False
         if self.batch_result == "fail":
             raise RuntimeError("decode failed")
+        rows: list[tuple[Entry, list[int]]] = [(entry, [0]) for entry in calls]  # steps done
+
+        def admit() -> list[Entry]:
+            if more is None or len(rows) == n_seq:
+                return []
+            joining = more(n_seq - len(rows), lambda e: e[2].get("seed") not in self.refuse)
+            rows.extend((entry, [0]) for entry in joining)
+            return joining
+
+        admit()
         with self.lock:
-            self.groups.append(len(calls))
-        for step in range(5):
+            self.groups.append(len(rows))
+        while rows:
             time.sleep(self.step_s)
-            for run, _, kwargs, emit, _ in calls:
+            self.most_rows = max(self.most_rows, len(rows))
+            for row in list(rows):
+                (run, _, kwargs, emit, done), done_steps = row
+                seed = kwargs.get("seed")
                 if not run.cancelled.is_set():
-                    emit(f"s{kwargs.get('seed')}.{step} ")
-        for run, *_, done in calls:
-            run.prompt_tokens, run.completion_tokens = 5, 5
-            done("length")
+                    emit(f"s{seed}.{done_steps[0]} ")
+                done_steps[0] += 1
+                if run.cancelled.is_set() or done_steps[0] == self.steps.get(seed, 5):
+                    run.prompt_tokens, run.completion_tokens = 5, done_steps[0]
+                    rows.remove(row)
+                    done("length")
+            self.joined_later += [entry[2].get("seed") for entry in admit()]
         return True
 
 
@@ -110,15 +137,64 @@ async def test_a_mixture_s_samples_reach_the_model_together(recorder: Recorder, 
         {"layers": [agents], "aggregator": {"model": f"local:{gguf}"}}
     )
     result = await Mixture(spec, ProviderRegistry().add("local", provider)).arun("Hi")
-    assert recorder.groups == [4] and recorder.alone == 1  # the aggregator came alone
-    assert result.output == "t0 "
+    # The aggregator came after them: in a batch of its own, or into the ending one.
+    assert recorder.groups[0] == 4 and recorder.alone == 0
+    assert sum(recorder.groups[1:]) + len(recorder.joined_later) == 1
+    assert result.output == "".join(f"sNone.{step} " for step in range(5))
 
 
 async def test_a_batch_takes_at_most_batch_calls(recorder: Recorder, gguf: str) -> None:
     provider = LocalProvider(settings=LocalSettings(batch=2))
     answers = await asyncio.gather(*(provider.complete(r) for r in samples(gguf, [1, 2, 3, 4])))
-    assert sorted(recorder.groups) == [2, 2]
-    assert all(a.text.startswith(f"s{s}.0") for s, a in zip([1, 2, 3, 4], answers, strict=True))
+    assert recorder.most_rows == 2 and recorder.groups == [2]
+    assert recorder.joined_later in ([3, 4], [4, 3])  # into the rows the first two left
+    for seed, answer in zip([1, 2, 3, 4], answers, strict=True):
+        assert answer.text == "".join(f"s{seed}.{step} " for step in range(5))
+
+
+async def test_a_call_takes_the_first_row_that_frees_up(recorder: Recorder, gguf: str) -> None:
+    recorder.steps = {1: 2, 2: 30, 3: 2}
+    provider = LocalProvider(settings=LocalSettings(batch=2))
+    first = [asyncio.create_task(provider.complete(r)) for r in samples(gguf, [1, 2])]
+    await asyncio.sleep(0.05)  # both are in the batch; call 1 is over, call 2 goes on
+    late = await provider.complete(samples(gguf, [3])[0])
+    assert late.text == "s3.0 s3.1 " and late.usage.completion_tokens == 2
+    assert not first[1].done()  # it joined the running batch instead of waiting for it
+    await asyncio.gather(*first)
+    assert recorder.groups == [2] and recorder.joined_later == [3]
+
+
+async def test_a_call_that_does_not_fit_stops_others_from_overtaking_it(
+    recorder: Recorder, gguf: str
+) -> None:
+    # First come first in: while the call that has no room waits, the one behind it does not
+    # join the running batch either; both go once the batch is over.
+    recorder.steps, recorder.refuse = {1: 20}, {2}
+    provider = LocalProvider(settings=LocalSettings(batch=3))
+    running = asyncio.create_task(provider.complete(samples(gguf, [1])[0]))
+    await asyncio.sleep(0.06)
+    rest = await asyncio.gather(*(provider.complete(r) for r in samples(gguf, [2, 3])))
+    await running
+    assert recorder.joined_later == [] and recorder.groups[0] == 1
+    assert [a.usage.completion_tokens for a in rest] == [5, 5]
+
+
+async def test_a_running_batch_lets_another_model_s_call_go_next(
+    recorder: Recorder, gguf: str, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.gguf"
+    other.write_bytes(b"GGUF")
+    recorder.steps = {1: 40}
+    provider = LocalProvider(settings=LocalSettings(batch=4))
+    long = asyncio.create_task(provider.complete(samples(gguf, [1])[0]))
+    await asyncio.sleep(0.06)
+    # A call of another model waits for the CPU: the batch takes no more calls, so the
+    # sample that comes after it waits for the batch to end, then follows the other model.
+    elsewhere = asyncio.create_task(provider.complete(samples(str(other), [7])[0]))
+    await asyncio.sleep(0.06)
+    after = asyncio.create_task(provider.complete(samples(gguf, [2])[0]))
+    await asyncio.gather(long, elsewhere, after)
+    assert recorder.joined_later == [] and recorder.groups == [1, 1, 1]
 
 
 async def test_batching_is_off_by_default(recorder: Recorder, gguf: str) -> None:
@@ -232,10 +308,9 @@ async def test_real_a_call_ends_as_soon_as_its_own_answer_does(
     pair: tuple[LocalProvider, LocalProvider],
 ) -> None:
     batching, _ = pair
-    story = (Message("user", "Write a long story about a lighthouse keeper."),)
-    short = asyncio.create_task(batching.complete(request("smollm2-135m", story, max_tokens=3)))
+    short = asyncio.create_task(batching.complete(request("smollm2-135m", STORY, max_tokens=3)))
     long = asyncio.create_task(
-        batching.complete(request("smollm2-135m", story, max_tokens=300, temperature=0.0))
+        batching.complete(request("smollm2-135m", STORY, max_tokens=300, temperature=0.0))
     )
     answer = await short
     assert answer.usage.completion_tokens == 3
@@ -243,10 +318,10 @@ async def test_real_a_call_ends_as_soon_as_its_own_answer_does(
     await long
     # Cancelling one call of a running batch returns at once; the other goes on.
     going_on = asyncio.create_task(
-        batching.complete(request("smollm2-135m", story, max_tokens=300, temperature=0.0))
+        batching.complete(request("smollm2-135m", STORY, max_tokens=300, temperature=0.0))
     )
     cancelled = asyncio.create_task(
-        batching.complete(request("smollm2-135m", story, max_tokens=300, seed=5))
+        batching.complete(request("smollm2-135m", STORY, max_tokens=300, seed=5))
     )
     await asyncio.sleep(0.3)
     cancelled.cancel()
@@ -254,3 +329,40 @@ async def test_real_a_call_ends_as_soon_as_its_own_answer_does(
         await asyncio.wait_for(cancelled, timeout=5)
     assert not going_on.done()
     assert (await going_on).usage.completion_tokens > 0
+
+
+async def running(provider: LocalProvider, *, max_tokens: int) -> asyncio.Task[Completion]:
+    """A long greedy story, given half a second to get going."""
+    task = asyncio.create_task(
+        provider.complete(request("smollm2-135m", STORY, max_tokens=max_tokens, temperature=0.0))
+    )
+    await asyncio.sleep(0.5)
+    return task
+
+
+@pytest.mark.slow
+async def test_real_a_call_joins_a_running_batch_when_it_fits(
+    pair: tuple[LocalProvider, LocalProvider],
+) -> None:
+    batching, _ = pair
+    long = await running(batching, max_tokens=250)
+    joined = await batching.complete(request("smollm2-135m", temperature=0.0, max_tokens=24))
+    assert any(color in joined.text.lower() for color in ("red", "blue", "green", "yellow"))
+    assert not long.done()  # it was answered inside the running batch
+    assert (await long).usage.completion_tokens > 24
+
+
+@pytest.mark.slow
+async def test_real_a_call_without_room_waits_for_the_batch() -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    if not (model_dir() / CATALOG["smollm2-135m"].filename).is_file():
+        pytest.skip("SmolLM2-135M is not installed; run: moa models pull smollm2-135m")
+    small = LocalProvider(settings=LocalSettings(n_ctx=512, batch=2))
+    try:
+        long = await running(small, max_tokens=400)
+        # Its prompt and 100 tokens do not fit beside the long call's promised 400: it waits.
+        late = await small.complete(request("smollm2-135m", temperature=0.0, max_tokens=100))
+        assert long.done() and late.text.strip()
+        await long
+    finally:
+        await small.unload()

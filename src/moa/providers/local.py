@@ -10,8 +10,12 @@ cancelling the consumer stops the generation within a token.
 
 With ``local.batch`` above 1, calls of one model that wait for it at the same
 time (the samples of a vote or Self-MoA, a layer's agents, concurrent items)
-are decoded together by :mod:`moa.providers.local_batch`: the first to get the
-model takes up to ``batch - 1`` waiting calls with it.
+are decoded together by :mod:`moa.providers.local_batch`. The first to get the
+model starts a batch; calls waiting for the model join it, at the start or
+whenever a row is free, up to ``batch`` at a time, first come first in. A
+running batch stops taking calls while a call that cannot join it (another
+model's, or one that must go alone) waits, so that it drains and lets that
+call have its turn.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 from moa.errors import ConfigError, MoAError, ModelNotInstalledError, ProviderError
 from moa.providers.base import Provider
 from moa.providers.catalog import CATALOG, catalog_model, model_dir
-from moa.providers.local_model import Generation, LocalModel, call_kwargs, import_llama
+from moa.providers.local_model import Entry, Generation, LocalModel, call_kwargs, import_llama
 from moa.providers.settings import LocalSettings
 from moa.types import CompletionChunk, CompletionRequest, Usage
 
@@ -70,12 +74,32 @@ class _Call:
             self.post(_END)
 
 
+class _Line:
+    """How many workers are waiting for a lock."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.count += n
+
+
 @contextmanager
-def _holding(lock: threading.Lock | threading.BoundedSemaphore, run: Generation) -> Iterator[None]:
+def _holding(
+    lock: threading.Lock | threading.BoundedSemaphore, run: Generation, line: _Line | None = None
+) -> Iterator[None]:
     """Hold ``lock``, giving up as soon as ``run`` is cancelled while waiting for it."""
-    while not lock.acquire(timeout=_POLL_S):
-        if run.cancelled.is_set():
-            raise _Cancelled
+    if line is not None:
+        line.add(1)
+    try:
+        while not lock.acquire(timeout=_POLL_S):
+            if run.cancelled.is_set():
+                raise _Cancelled
+    finally:
+        if line is not None:
+            line.add(-1)
     try:
         if run.cancelled.is_set():
             raise _Cancelled
@@ -105,6 +129,10 @@ class LocalProvider(Provider):
         self._models_lock = threading.Lock()
         self._waiting: dict[LocalModel, list[_Call]] = {}
         """Batchable calls whose worker has not got their model yet (under ``_models_lock``)."""
+        self._cpu_line = _Line()
+        """Workers holding their model and waiting for the CPU gate."""
+        self._alone_lines: dict[LocalModel, _Line] = {}
+        """Per model, workers of calls that cannot join a batch, waiting for it."""
 
     def __repr__(self) -> str:
         return (
@@ -189,16 +217,17 @@ class LocalProvider(Provider):
     def _work(self, model: LocalModel, call: _Call) -> None:
         """A call's worker: wait for the model and the CPU, then answer it (with others)."""
         owned, checked = True, False
+        line = None if call.batchable else self._alone_line(model)
         try:
-            with _holding(model.busy, call.run):
+            with _holding(model.busy, call.run, line):
                 owned, checked = self._unwait(model, call), True
                 if not owned:
                     return  # a batch took it along and answers it
                 model.load()
-                with _holding(self._gate, call.run):
-                    partners = self._claim(model) if call.batchable else []
-                    if partners:
-                        self._answer_batch(model, [call, *partners])
+                with _holding(self._gate, call.run, self._cpu_line):
+                    if call.batchable:
+                        time.sleep(_GATHER_S)  # others on their way come in at the start
+                        self._answer_batch(model, call)
                     else:
                         self._answer(model, call)
         except _Cancelled:
@@ -210,6 +239,10 @@ class LocalProvider(Provider):
             if owned:
                 call.end()
 
+    def _alone_line(self, model: LocalModel) -> _Line:
+        with self._models_lock:
+            return self._alone_lines.setdefault(model, _Line())
+
     def _unwait(self, model: LocalModel, call: _Call) -> bool:
         """Take ``call`` off the waiting list; False when a batch has already taken it."""
         if not call.batchable:
@@ -220,16 +253,6 @@ class LocalProvider(Provider):
                 waiting.remove(call)
                 return True
             return False
-
-    def _claim(self, model: LocalModel) -> list[_Call]:
-        """Up to ``batch - 1`` other calls waiting for ``model``, after a moment to gather."""
-        time.sleep(_GATHER_S)
-        with self._models_lock:
-            waiting = self._waiting.get(model, [])
-            taken = [c for c in waiting if not c.run.cancelled.is_set()][: self.batch - 1]
-            for claimed in taken:
-                waiting.remove(claimed)
-        return taken
 
     def _answer(self, model: LocalModel, call: _Call) -> None:
         """One call alone on the model, streaming its text, then its usage."""
@@ -246,8 +269,13 @@ class LocalProvider(Provider):
                 call.post(CompletionChunk(text))
         call.post(CompletionChunk("", Usage(run.prompt_tokens, run.completion_tokens, 1), finish))
 
-    def _answer_batch(self, model: LocalModel, calls: list[_Call]) -> None:
-        """Several calls decoded together; each ends as soon as its own answer does."""
+    def _answer_batch(self, model: LocalModel, leader: _Call) -> None:
+        """A batch started by ``leader``; calls waiting for the model join it while it runs.
+
+        Each call ends as soon as its own answer does. A leader that cannot be
+        batched (no chat template, no room) is answered alone.
+        """
+        joined: list[_Call] = []  # those still going: a batch can outlive many calls
 
         def done(call: _Call, reason: str | None) -> None:
             run = call.run
@@ -256,28 +284,53 @@ class LocalProvider(Provider):
                 call.post(CompletionChunk("", usage, reason))
             call.end()
 
+        def entry(call: _Call) -> Entry:
+            return (
+                call.run,
+                call.request.messages,
+                call.kwargs,
+                _emitter(call.post),
+                partial(done, call),
+            )
+
+        started = False
+
+        def more(rows: int, take: Callable[[Entry], bool]) -> list[Entry]:
+            nonlocal started
+            with self._models_lock:
+                alone = self._alone_lines.get(model)
+                others = self._cpu_line.count or (alone is not None and alone.count)
+                if started and others:
+                    return []  # let the batch drain: someone else's turn is next
+                started = True
+                joined[:] = [call for call in joined if not call.ended]
+                waiting = self._waiting.get(model, [])
+                taken: list[Entry] = []
+                for call in list(waiting):
+                    if len(taken) == rows:
+                        break
+                    if call.run.cancelled.is_set():
+                        continue
+                    joining = entry(call)
+                    if not take(joining):
+                        break  # first come first in: it goes next, maybe alone
+                    waiting.remove(call)
+                    joined.append(call)
+                    taken.append(joining)
+                return taken
+
         try:
-            entries = [
-                (c.run, c.request.messages, c.kwargs, _emitter(c.post), partial(done, c))
-                for c in calls
-            ]
-            if model.generate_batch(entries, n_seq=self.batch):
-                return
-            for call in calls:  # they cannot share the batch context: one after another
-                try:
-                    self._answer(model, call)
-                except _Cancelled:
-                    pass  # its consumer has gone
-                except Exception as exc:
-                    self._fail(model, call, exc)
-                call.end()
+            batched = model.generate_batch([entry(leader)], n_seq=self.batch, more=more)
         except Exception as exc:
-            for call in calls:
+            for call in (leader, *joined):
                 if not call.ended:
                     self._fail(model, call, exc)
+            return
         finally:
-            for call in calls:
+            for call in joined:
                 call.end()
+        if not batched:
+            self._answer(model, leader)
 
     def _fail(self, model: LocalModel, call: _Call, exc: Exception) -> None:
         """Tell the call's consumer what went wrong (nothing when it has gone already)."""

@@ -6,7 +6,9 @@ costs far less than four steps (``benchmarks/local/batch.py`` measures it).
 :class:`BatchDecoder` runs a group of chat calls that way on a llama.cpp
 context of its own, next to the model's ordinary one. Sequences with the same
 prompt share its evaluation; each has its own sampler, seed, stop strings and
-token budget, and leaves the batch as soon as it ends or is cancelled.
+token budget, and leaves the batch as soon as it ends or is cancelled. A call
+that arrives while the batch runs takes a free row between two steps
+(continuous batching), so the batch stays full while calls keep coming.
 
 Sampling follows llama-cpp-python's chat completions at the same settings
 (top-k 40, top-p, min-p 0.05, temperature, then a seeded draw; greedy at
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-__all__ = ["BATCHABLE", "BatchCall", "BatchDecoder"]
+__all__ = ["BATCHABLE", "Accept", "BatchCall", "BatchDecoder", "More"]
 
 BATCHABLE = frozenset({"temperature", "top_p", "max_tokens", "stop", "seed"})
 """Call parameters a batched sequence honours; a call with any other goes alone."""
@@ -87,6 +89,30 @@ class _Text:
         self.pending = ""
 
 
+Accept = Callable[[BatchCall], bool]
+More = Callable[[int, Accept], list[BatchCall]]
+"""Asked between steps while rows are free: ``more(free rows, accept)`` returns the
+calls that join, each one that ``accept`` took (it says whether the call fits)."""
+
+
+@dataclass(eq=False)
+class _Row:
+    """A sequence in the running batch: its call, llama.cpp sequence id and sampler."""
+
+    call: BatchCall
+    seq_id: int
+    sampler: Any
+    text: _Text
+    position: int
+    owner: _Row | None = None
+    """The row whose evaluated prompt this one copied (they share those cache cells)."""
+    logits_at: int = -1
+
+    @property
+    def group(self) -> _Row:
+        return self.owner or self
+
+
 class BatchDecoder:
     """A llama.cpp context for ``n_seq`` sequences of one loaded model (``llm``)."""
 
@@ -127,77 +153,141 @@ class BatchDecoder:
 
     # -- decoding ---------------------------------------------------------------------
 
-    def run(self, sequences: Sequence[BatchCall]) -> None:
-        """Decode every sequence to its end; ``emit`` gets each one's text as it grows."""
-        lib = self.llama_cpp
-        lib.llama_memory_clear(lib.llama_get_memory(self.ctx), True)
-        samplers = [self._sampler(s.kwargs) for s in sequences]
-        try:
-            logits_at, positions = self._prompts(sequences)
-            texts = [_Text(s.stop, s.emit) for s in sequences]
-            active = list(range(len(sequences)))
-            while active:
-                step: list[tuple[int, int]] = []
-                for i in active:
-                    seq = sequences[i]
-                    if seq.cancelled():
-                        continue
-                    token = lib.llama_sampler_sample(samplers[i], self.ctx, logits_at[i])
-                    if lib.llama_vocab_is_eog(self.vocab, token):
-                        seq.finish_reason = "stop"
-                        continue
-                    seq.completion_tokens += 1
-                    if texts[i].add(self._piece(token)):
-                        seq.finish_reason = "stop"
-                        continue
-                    limit = seq.max_tokens
-                    if limit is not None and seq.completion_tokens >= limit:
-                        seq.finish_reason = "length"
-                        continue
-                    if positions[i] + 1 >= self.n_ctx:
-                        seq.finish_reason = "length"
-                        continue
-                    step.append((i, token))
-                going = {i for i, _ in step}
-                for i in active:
-                    if i not in going:
-                        texts[i].flush()
-                        sequences[i].on_end()
-                active = [i for i, _ in step]
-                if step:
-                    self._decode_step(step, positions, logits_at)
-        finally:
-            for sampler in samplers:
-                lib.llama_sampler_free(sampler)
+    def run(self, sequences: Sequence[BatchCall], more: More | None = None) -> None:
+        """Decode every sequence to its end; ``emit`` gets each one's text as it grows.
 
-    def _prompts(self, sequences: Sequence[BatchCall]) -> tuple[list[int], list[int]]:
-        """Evaluate each distinct prompt once; sequences that share one get a copy of it.
-
-        Returns, per sequence, the batch row holding its next-token logits and its
-        next position. Every prompt but its last token is evaluated first; the last
-        tokens of all go in one final decode, so that all rows exist together.
+        Between steps, while a row is free, ``more`` may hand over further calls
+        (continuous batching): those its ``accept`` took, which fit the cache with
+        their whole budgets, so that no step can run out of room. A newcomer's
+        prompt is evaluated at once; its first token is sampled at the next step.
         """
         lib = self.llama_cpp
-        owner: dict[tuple[int, ...], int] = {}
-        for i, seq in enumerate(sequences):
-            owner.setdefault(tuple(seq.prompt), i)
-        for prompt, i in owner.items():
-            self._evaluate(list(prompt[:-1]), i)
-        batch = self.batch
-        rows: dict[int, int] = {}
-        for row, (prompt, i) in enumerate(owner.items()):
-            self._put(row, prompt[-1], len(prompt) - 1, i, logits=True)
-            rows[i] = row
-        batch.n_tokens = len(owner)
+        lib.llama_memory_clear(lib.llama_get_memory(self.ctx), True)
+        free = list(range(self.n_seq - 1, -1, -1))  # sequence ids, the lowest taken first
+        alive: list[_Row] = []  # every row given a sampler, for the cleanup
+        try:
+            rows: list[_Row] = []
+            joining = list(sequences)
+            while True:
+                step: list[tuple[_Row, int]] = []
+                for row in rows:
+                    token = self._next(row)
+                    if token is None:
+                        self._leave(row, free)
+                    else:
+                        step.append((row, token))
+                going = [row for row, _ in step]
+                if more is not None and len(going) + len(joining) < self.n_seq:
+                    accept = self._accepting(going, joining)
+                    joining += more(self.n_seq - len(going) - len(joining), accept)
+                entering = self._enter(joining, free, alive)
+                joining = []
+                if not step and not entering:
+                    return
+                self._decode_step(step, entering)
+                rows = [*going, *entering]
+        finally:
+            for row in alive:
+                lib.llama_sampler_free(row.sampler)
+
+    def _next(self, row: _Row) -> int | None:
+        """Sample ``row``'s next token; None when its answer ends here (or it was cancelled)."""
+        lib = self.llama_cpp
+        call = row.call
+        if call.cancelled():
+            return None
+        token = int(lib.llama_sampler_sample(row.sampler, self.ctx, row.logits_at))
+        if lib.llama_vocab_is_eog(self.vocab, token):
+            call.finish_reason = "stop"
+            return None
+        call.completion_tokens += 1
+        if row.text.add(self._piece(token)):
+            call.finish_reason = "stop"
+            return None
+        limit = call.max_tokens
+        if (
+            limit is not None and call.completion_tokens >= limit
+        ) or row.position + 1 >= self.n_ctx:
+            call.finish_reason = "length"
+            return None
+        return token
+
+    def _leave(self, row: _Row, free: list[int]) -> None:
+        """The row's answer is over: the rest of its text goes out; its cells and id are freed."""
+        row.text.flush()
+        row.call.on_end()
+        lib = self.llama_cpp
+        lib.llama_memory_seq_rm(lib.llama_get_memory(self.ctx), row.seq_id, -1, -1)
+        free.append(row.seq_id)
+        free.sort(reverse=True)
+
+    def _accepting(self, going: Sequence[_Row], joining: Sequence[BatchCall]) -> Accept:
+        """Whether a further call fits the cache cells not yet promised to anyone.
+
+        A row is promised its prompt and its whole budget; a prompt shared by
+        rows (or by calls joining together) counts once.
+        """
+        prompts = {id(r.group): len(r.group.call.prompt) for r in going}
+        room = self.n_ctx - sum(prompts.values())
+        room -= sum(r.call.max_tokens or self.n_ctx for r in going)
+        joined: set[tuple[int, ...]] = set()
+
+        def accept(call: BatchCall) -> bool:
+            nonlocal room
+            key = tuple(call.prompt)
+            need = (call.max_tokens or self.n_ctx) + (0 if key in joined else len(key))
+            if need > room:
+                return False
+            room -= need
+            joined.add(key)
+            return True
+
+        for call in joining:
+            accept(call)  # already in: only what they take is of interest
+        return accept
+
+    def _enter(self, calls: Sequence[BatchCall], free: list[int], alive: list[_Row]) -> list[_Row]:
+        """Rows for ``calls``, with each distinct prompt evaluated but for its last token.
+
+        Calls with the same prompt share one evaluation: the first owns it; the
+        others copy its cells once the last token is in (:meth:`_decode_step`).
+        """
+        owners: dict[tuple[int, ...], _Row] = {}
+        rows = []
+        for call in calls:
+            key = tuple(call.prompt)
+            row = _Row(
+                call,
+                free.pop(),
+                self._sampler(call.kwargs),
+                _Text(call.stop, call.emit),
+                len(call.prompt),
+                owners.get(key),
+            )
+            alive.append(row)
+            rows.append(row)
+            if row.owner is None:
+                owners[key] = row
+                self._evaluate(call.prompt[:-1], row.seq_id)
+        return rows
+
+    def _decode_step(self, step: list[tuple[_Row, int]], entering: list[_Row]) -> None:
+        """One decode: each going row's new token and each new prompt's last token."""
+        owners = [row for row in entering if row.owner is None]
+        for index, (row, token) in enumerate(step):
+            self._put(index, token, row.position, row.seq_id, logits=True)
+            row.position += 1
+            row.logits_at = index
+        for index, row in enumerate(owners, start=len(step)):
+            self._put(index, row.call.prompt[-1], row.position - 1, row.seq_id, logits=True)
+            row.logits_at = index
+        self.batch.n_tokens = len(step) + len(owners)
         self._decode()
-        memory = lib.llama_get_memory(self.ctx)
-        logits_at = []
-        for i, seq in enumerate(sequences):
-            source = owner[tuple(seq.prompt)]
-            if source != i:
-                lib.llama_memory_seq_cp(memory, source, i, -1, -1)
-            logits_at.append(rows[source])
-        return logits_at, [len(s.prompt) for s in sequences]
+        memory = self.llama_cpp.llama_get_memory(self.ctx)
+        for row in entering:
+            if row.owner is not None:
+                self.llama_cpp.llama_memory_seq_cp(memory, row.owner.seq_id, row.seq_id, -1, -1)
+                row.logits_at = row.owner.logits_at
 
     def _evaluate(self, tokens: list[int], seq_id: int) -> None:
         """Feed ``tokens`` (positions 0...) to sequence ``seq_id``, in chunks, without logits."""
@@ -215,16 +305,6 @@ class BatchDecoder:
         batch.n_seq_id[row] = 1
         batch.seq_id[row][0] = seq_id
         batch.logits[row] = logits
-
-    def _decode_step(
-        self, step: list[tuple[int, int]], positions: list[int], logits_at: list[int]
-    ) -> None:
-        for row, (i, token) in enumerate(step):
-            self._put(row, token, positions[i], i, logits=True)
-            positions[i] += 1
-            logits_at[i] = row
-        self.batch.n_tokens = len(step)
-        self._decode()
 
     def _decode(self) -> None:
         status = self.llama_cpp.llama_decode(self.ctx, self.batch)

@@ -18,13 +18,27 @@ from typing import Any
 
 from moa.errors import ConfigError, FeatureUnavailableError
 from moa.providers.catalog import verify_file
-from moa.providers.local_batch import BATCHABLE, BatchCall, BatchDecoder
+from moa.providers.local_batch import BATCHABLE, Accept, BatchCall, BatchDecoder, More
 from moa.types import GenerationParams, Message
 
-__all__ = ["Done", "Emit", "Generation", "LocalModel", "call_kwargs", "import_llama"]
+__all__ = [
+    "Done",
+    "Emit",
+    "Entry",
+    "Generation",
+    "LocalModel",
+    "MoreEntries",
+    "call_kwargs",
+    "import_llama",
+]
 
 Emit = Callable[[str], None]
 Done = Callable[[str | None], None]
+Entry = tuple["Generation", Sequence[Message], Mapping[str, Any], Emit, Done]
+"""A call for :meth:`LocalModel.generate_batch`: its state, conversation, settings and ends."""
+MoreEntries = Callable[[int, Callable[[Entry], bool]], list[Entry]]
+"""Further calls for a running batch: ``more(free rows, take)`` returns the entries ``take``
+accepted, in order, and stops at the first it refused."""
 
 # Set by the provider from its own fields, or meaningless for a chat answer.
 _MANAGED = frozenset({"self", "messages", "prompt", "suffix", "echo", "stream", "model"})
@@ -279,36 +293,69 @@ class LocalModel:
 
     def generate_batch(
         self,
-        calls: Sequence[tuple[Generation, Sequence[Message], Mapping[str, Any], Emit, Done]],
+        calls: Sequence[Entry],
         *,
         n_seq: int,
+        more: MoreEntries | None = None,
     ) -> bool:
         """Decode ``calls`` together; each one's text goes to its ``emit`` as it grows.
 
         Each call's ``done`` gets its finish reason as soon as that call ends (its
-        token counts are then in its :class:`Generation`). False, with nothing run,
-        when they cannot share this model's batch context: no chat template, or too
-        long together.
+        token counts are then in its :class:`Generation`). While rows are free,
+        ``more(free rows, accept)`` may bring further calls into the running batch:
+        those ``accept`` took. False, with nothing run, when ``calls`` cannot share
+        this model's batch context: no chat template, or too long together.
         """
         self.load()
         assert self._llama_cpp is not None
         if not self._llm.metadata.get("tokenizer.chat_template"):
             return False
-        batch = []
-        for run, messages, kwargs, emit, done in calls:
-            rendered, prompt = self._render(messages, partial=None)
-            stop = [*kwargs.get("stop", []), *(_stops(rendered.stop) if rendered.stop else [])]
-            call = BatchCall(prompt, dict(kwargs), emit, run.cancelled.is_set, stop)
-            call.on_end = _ender(call, run, done)
-            batch.append(call)
+        batch = [self._batch_call(entry) for entry in calls]
         if self._batch is None:
             self._batch = BatchDecoder(
                 self._llama_cpp, self._llm, n_seq=n_seq, n_ctx=self.n_ctx, threads=self.threads
             )
         if not self._batch.fits(batch):
             return False
-        self._batch.run(batch)
+        self._batch.run(batch, None if more is None else self._joining(more))
         return True
+
+    def _batch_call(self, entry: Entry) -> BatchCall:
+        run, messages, kwargs, emit, done = entry
+        rendered, prompt = self._render(messages, partial=None)
+        stop = [*kwargs.get("stop", []), *(_stops(rendered.stop) if rendered.stop else [])]
+        call = BatchCall(prompt, dict(kwargs), emit, run.cancelled.is_set, stop)
+        call.on_end = _ender(call, run, done)
+        return call
+
+    def _joining(self, more: MoreEntries) -> More:
+        """``more`` for the decoder: entries rendered once, and only those that fit taken."""
+        rendered: dict[int, tuple[Generation, BatchCall | None]] = {}
+
+        def render(entry: Entry) -> BatchCall | None:
+            known = rendered.get(id(entry[0]))
+            if known is None:
+                try:
+                    call: BatchCall | None = self._batch_call(entry)
+                except Exception:  # its own turn on the model reports it
+                    call = None
+                known = rendered[id(entry[0])] = (entry[0], call)
+            return known[1]
+
+        def joining(rows: int, accept: Accept) -> list[BatchCall]:
+            taken: list[BatchCall] = []
+
+            def take(entry: Entry) -> bool:
+                call = render(entry)
+                if call is None or not accept(call):
+                    return False
+                taken.append(call)
+                return True
+
+            more(rows, take)
+            return taken
+
+        return joining
 
 
 def _ender(call: BatchCall, run: Generation, done: Done) -> Callable[[], None]:
