@@ -99,6 +99,24 @@ async def test_one_model_serves_one_generation_at_a_time(
     assert all(chunks[-1].usage == Usage(7, 10, 1) for chunks in results)
 
 
+async def test_calls_for_a_model_are_served_in_the_order_they_came(
+    stand_in: StandIn, gguf: list[str]
+) -> None:
+    provider = LocalProvider()
+    finished: list[int] = []
+
+    async def call(index: int) -> None:
+        await collect(provider, request(gguf[0]))
+        finished.append(index)
+
+    calls = []
+    for index in range(8):
+        calls.append(asyncio.create_task(call(index)))
+        await asyncio.sleep(0.03)  # in line for the model before the next one comes
+    await asyncio.gather(*calls)
+    assert finished == list(range(8))
+
+
 async def test_cancelling_the_consumer_stops_the_generation_and_frees_the_gate(
     stand_in: StandIn, gguf: list[str]
 ) -> None:
@@ -120,7 +138,7 @@ async def test_cancelling_the_consumer_stops_the_generation_and_frees_the_gate(
 
     assert stand_in.stopped.is_set()  # the worker has left the generation already
     assert stand_in.produced < 20
-    assert provider._gate.acquire(blocking=False)
+    assert provider._gate.acquire(give_up=lambda: True)  # free now
     provider._gate.release()
     stand_in.tokens = 3
     chunks = await asyncio.wait_for(collect(provider, request(gguf[1])), 5)
@@ -335,7 +353,7 @@ async def test_real_cancellation_stops_early(smollm2: LocalProvider) -> None:
 
     assert time.perf_counter() - started < 2.0
     assert received < 100
-    assert smollm2._gate.acquire(blocking=False)
+    assert smollm2._gate.acquire(give_up=lambda: True)  # free now
     smollm2._gate.release()
     after = await smollm2.complete(request("smollm2-135m", max_tokens=4))
     assert after.usage.completion_tokens <= 4

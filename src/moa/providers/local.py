@@ -36,6 +36,7 @@ from moa.providers.base import Provider
 from moa.providers.catalog import CATALOG, catalog_model, model_dir
 from moa.providers.local_model import Entry, Generation, LocalModel, call_kwargs, import_llama
 from moa.providers.settings import LocalSettings
+from moa.providers.turns import Turns
 from moa.types import CompletionChunk, CompletionRequest, Usage
 
 __all__ = ["LocalProvider", "default_parallel"]
@@ -87,16 +88,13 @@ class _Line:
 
 
 @contextmanager
-def _holding(
-    lock: threading.Lock | threading.BoundedSemaphore, run: Generation, line: _Line | None = None
-) -> Iterator[None]:
-    """Hold ``lock``, giving up as soon as ``run`` is cancelled while waiting for it."""
+def _holding(turns: Turns, run: Generation, line: _Line | None = None) -> Iterator[None]:
+    """Hold ``turns``, giving up as soon as ``run`` is cancelled while waiting for it."""
     if line is not None:
         line.add(1)
     try:
-        while not lock.acquire(timeout=_POLL_S):
-            if run.cancelled.is_set():
-                raise _Cancelled
+        if not turns.acquire(run.cancelled.is_set):
+            raise _Cancelled
     finally:
         if line is not None:
             line.add(-1)
@@ -105,7 +103,7 @@ def _holding(
             raise _Cancelled
         yield
     finally:
-        lock.release()
+        turns.release()
 
 
 class LocalProvider(Provider):
@@ -124,13 +122,11 @@ class LocalProvider(Provider):
         # The engine queues calls beyond this, so waiting for the CPU does not eat a call's
         # timeout; with batching, as many calls as the batches running at once can take.
         self.max_concurrency = self.parallel * self.batch
-        self._gate = threading.BoundedSemaphore(self.parallel)
+        self._gate = Turns(self.parallel, poll_s=_POLL_S)
         self._models: dict[Path, LocalModel] = {}
         self._models_lock = threading.Lock()
         self._waiting: dict[LocalModel, list[_Call]] = {}
         """Batchable calls whose worker has not got their model yet (under ``_models_lock``)."""
-        self._cpu_line = _Line()
-        """Workers holding their model and waiting for the CPU gate."""
         self._alone_lines: dict[LocalModel, _Line] = {}
         """Per model, workers of calls that cannot join a batch, waiting for it."""
 
@@ -224,7 +220,7 @@ class LocalProvider(Provider):
                 if not owned:
                     return  # a batch took it along and answers it
                 model.load()
-                with _holding(self._gate, call.run, self._cpu_line):
+                with _holding(self._gate, call.run):
                     if call.batchable:
                         time.sleep(_GATHER_S)  # others on their way come in at the start
                         self._answer_batch(model, call)
@@ -299,7 +295,7 @@ class LocalProvider(Provider):
             nonlocal started
             with self._models_lock:
                 alone = self._alone_lines.get(model)
-                others = self._cpu_line.count or (alone is not None and alone.count)
+                others = self._gate.waiting or (alone is not None and alone.count)
                 if started and others:
                     return []  # let the batch drain: someone else's turn is next
                 started = True

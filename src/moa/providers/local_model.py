@@ -19,6 +19,7 @@ from typing import Any
 from moa.errors import ConfigError, FeatureUnavailableError
 from moa.providers.catalog import verify_file
 from moa.providers.local_batch import BATCHABLE, Accept, BatchCall, BatchDecoder, More
+from moa.providers.turns import Turns
 from moa.types import GenerationParams, Message
 
 __all__ = [
@@ -123,7 +124,7 @@ class LocalModel:
         self.sha256 = sha256
         self.n_ctx = n_ctx
         self.threads = threads
-        self.busy = threading.Lock()
+        self.busy = Turns()
         """Held for the whole of one generation: llama.cpp contexts are not shareable."""
         self.active: Generation | None = None
         self._llm: Any = None
