@@ -37,7 +37,8 @@ async def test_a_mixture_that_beats_the_best_single_model_is_recommended(
     gsm8k: Path, provider: FunctionProvider, tmp_path: Path
 ) -> None:
     run = selection_run(gsm8k)
-    selection = await run.arun(ProviderRegistry().add("fake", provider))
+    logged: list[str] = []
+    selection = await run.arun(ProviderRegistry().add("fake", provider), log=logged.append)
     assert selection.best_single is not None and selection.best_single.aggregator == "fake:strong"
     assert selection.recommended is not None and selection.recommended.kind != "single"
     recommended = selection.heldout[selection.recommended.name].mean
@@ -45,6 +46,8 @@ async def test_a_mixture_that_beats_the_best_single_model_is_recommended(
     assert recommended > single
     # The baselines always answer the held-out split.
     assert "single weak" in selection.heldout
+    strong = logged.index("held-out: single strong")
+    assert logged[strong + 1] == f"  {single:.3f} on 20 held-out items"
     assert selection.self_moa is not None and selection.self_moa.name in selection.heldout
     assert "beats the best single model" in selection.verdict
     # Diversity: weak is right on half of strong's misses... in fact on all of them here.

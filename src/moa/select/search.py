@@ -317,9 +317,9 @@ class _Search:
         for candidate in dict.fromkeys(wanted):
             self.log(f"held-out: {candidate.name}")
             spec = candidate.spec(self.options.sampling)
-            selection.heldout[candidate.name] = await self.evaluator.evaluate(
-                candidate.name, spec, self.heldout_items
-            )
+            evaluation = await self.evaluator.evaluate(candidate.name, spec, self.heldout_items)
+            selection.heldout[candidate.name] = evaluation
+            self.log(f"  {evaluation.mean:.3f} on {len(self.heldout_items)} held-out items")
         singles = [Candidate("single", (m,), m) for m in ranked]
         top_single = max(singles, key=lambda c: selection.heldout[c.name].mean)
         selection.heldout_best_single = top_single
