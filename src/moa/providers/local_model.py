@@ -330,7 +330,11 @@ class LocalModel:
         return call
 
     def _joining(self, more: MoreEntries) -> More:
-        """``more`` for the decoder: entries rendered once, and only those that fit taken."""
+        """``more`` for the decoder: entries rendered once, and only those that fit taken.
+
+        A call kept waiting (no room yet) stays rendered until it is taken; a long
+        batch takes many calls, so those taken are forgotten.
+        """
         rendered: dict[int, tuple[Generation, BatchCall | None]] = {}
 
         def render(entry: Entry) -> BatchCall | None:
@@ -350,6 +354,7 @@ class LocalModel:
                 call = render(entry)
                 if call is None or not accept(call):
                     return False
+                del rendered[id(entry[0])]
                 taken.append(call)
                 return True
 
