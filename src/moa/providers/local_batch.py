@@ -164,7 +164,7 @@ class BatchDecoder:
         lib = self.llama_cpp
         lib.llama_memory_clear(lib.llama_get_memory(self.ctx), True)
         free = list(range(self.n_seq - 1, -1, -1))  # sequence ids, the lowest taken first
-        alive: list[_Row] = []  # every row given a sampler, for the cleanup
+        alive: list[_Row] = []  # rows holding a sampler, freed as they leave or at the end
         try:
             rows: list[_Row] = []
             joining = list(sequences)
@@ -173,7 +173,7 @@ class BatchDecoder:
                 for row in rows:
                     token = self._next(row)
                     if token is None:
-                        self._leave(row, free)
+                        self._leave(row, free, alive)
                     else:
                         step.append((row, token))
                 going = [row for row, _ in step]
@@ -212,11 +212,16 @@ class BatchDecoder:
             return None
         return token
 
-    def _leave(self, row: _Row, free: list[int]) -> None:
-        """The row's answer is over: the rest of its text goes out; its cells and id are freed."""
+    def _leave(self, row: _Row, free: list[int], alive: list[_Row]) -> None:
+        """The row's answer is over: its last text goes out; its sampler, cells and id are freed.
+
+        Freed now, not when the batch ends: a batch that keeps taking calls outlives many rows.
+        """
+        lib = self.llama_cpp
+        alive.remove(row)
+        lib.llama_sampler_free(row.sampler)
         row.text.flush()
         row.call.on_end()
-        lib = self.llama_cpp
         lib.llama_memory_seq_rm(lib.llama_get_memory(self.ctx), row.seq_id, -1, -1)
         free.append(row.seq_id)
         free.sort(reverse=True)
