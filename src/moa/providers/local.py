@@ -161,7 +161,12 @@ class LocalProvider(Provider):
             loaded = self._models.get(path)
             if loaded is None:
                 loaded = self._models[path] = LocalModel(
-                    model, path, sha256=sha256, n_ctx=self.settings.n_ctx, threads=self.threads
+                    model,
+                    path,
+                    sha256=sha256,
+                    n_ctx=self.settings.n_ctx,
+                    threads=self.threads,
+                    extra_buffers=self.settings.extra_buffers,
                 )
             return loaded
 

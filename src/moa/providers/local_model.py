@@ -18,6 +18,7 @@ from typing import Any
 
 from moa.errors import ConfigError, FeatureUnavailableError
 from moa.providers.catalog import verify_file
+from moa.providers.llama_load import load_llama
 from moa.providers.local_batch import BATCHABLE, Accept, BatchCall, BatchDecoder, More
 from moa.providers.turns import Turns
 from moa.types import GenerationParams, Message
@@ -118,12 +119,14 @@ class LocalModel:
         sha256: str | None,
         n_ctx: int,
         threads: int,
+        extra_buffers: bool | None = None,
     ) -> None:
         self.label = label
         self.path = path
         self.sha256 = sha256
         self.n_ctx = n_ctx
         self.threads = threads
+        self.extra_buffers = extra_buffers
         self.busy = Turns()
         """Held for the whole of one generation: llama.cpp contexts are not shareable."""
         self.active: Generation | None = None
@@ -145,12 +148,12 @@ class LocalModel:
         if self.sha256 is not None:
             verify_file(self.path, self.sha256, name=self.label)
         try:
-            llm = llama_cpp.Llama(
-                model_path=str(self.path),
+            llm = load_llama(
+                llama_cpp,
+                self.path,
                 n_ctx=self.n_ctx,
-                n_threads=self.threads,
-                n_threads_batch=self.threads,
-                verbose=False,
+                threads=self.threads,
+                extra_buffers=self.extra_buffers,
             )
         except (ValueError, RuntimeError) as exc:
             raise ConfigError(

@@ -59,3 +59,7 @@ class LocalSettings(BaseModel):
     four sampled answers cost far less than four times one; the context window is shared."""
     model_dir: str | None = None
     """Where assembled model files live (default: the user cache, or $MOA_MODEL_DIR)."""
+    extra_buffers: bool | None = None
+    """Let llama.cpp repack weights into its CPU extra buffers (CPU_REPACK, AMX). Default: on,
+    except in llama.cpp builds with AMX kernels, which crash on machines that do not grant AMX
+    (virtual machines among them)."""
