@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from moa.engine.spec import MixtureSpec
 from moa.select.candidates import Budget, Candidate, ModelStats, Sampling
 
 STATS = {
@@ -56,3 +57,22 @@ def test_estimated_cost_and_budget() -> None:
     assert Budget(max_calls=3).allows(moa) and not Budget(max_calls=2).allows(moa)
     assert not Budget(max_latency_s=5).allows(moa)
     assert Budget().describe() == "no limit"
+
+
+def test_self_moa_makes_the_same_calls_as_the_eval_baseline() -> None:
+    # moa eval's automatic Self-MoA and moa select's are one definition: every call
+    # (samples and aggregation) is the same, so the call cache serves both.
+    from moa import Mixture, ProviderRegistry
+    from moa.eval.systems import GenerationSettings, self_moa_spec
+    from moa.testing import FunctionProvider
+
+    def made_calls(spec: MixtureSpec) -> list[str]:
+        fake = FunctionProvider(lambda r: f"The answer is {r.params.seed}")
+        Mixture(spec, ProviderRegistry().add("p", fake)).run("2+2?")
+        return sorted(repr((c.model, c.messages, c.params)) for c in fake.calls)
+
+    select_spec = Candidate("self-moa", ("p:a",) * 5, "p:a").spec(Sampling(samples=5))
+    eval_spec = self_moa_spec("p:a", GenerationSettings(samples=5))
+    calls = made_calls(select_spec)
+    assert len(calls) == 6
+    assert calls == made_calls(eval_spec)

@@ -138,7 +138,10 @@ def eval_command(
     temperature: Annotated[
         float, typer.Option(min=0.0, help="Temperature of single models.")
     ] = 0.0,
-    samples: Annotated[int, typer.Option(min=1, help="Self-MoA: samples aggregated.")] = 4,
+    samples: Annotated[
+        int,
+        typer.Option(min=1, help="Self-MoA: answers aggregated (the model's own, then samples)."),
+    ] = 4,
     sample_temperature: Annotated[
         float, typer.Option(min=0.0, help="Self-MoA: temperature of the samples.")
     ] = 0.7,

@@ -43,7 +43,7 @@ class GenerationSettings:
     temperature: float = 0.0
     seed: int = 0
     samples: int = 4
-    """Self-MoA: how many samples the aggregator sees."""
+    """Self-MoA: how many answers the aggregator sees (the model's own answer included)."""
     sample_temperature: float = 0.7
 
 
@@ -112,22 +112,32 @@ def single_spec(model_id: str, settings: GenerationSettings) -> MixtureSpec:
 
 
 def self_moa_spec(model_id: str, settings: GenerationSettings) -> MixtureSpec:
-    """``samples`` samples of one model (seeds ``seed+1..``), aggregated greedily by it."""
+    """Self-MoA: the model's own answer and ``samples - 1`` samples, aggregated greedily by it.
+
+    The first answer is the single model's (``temperature``, ``seed``), the
+    others are sampled at ``sample_temperature`` with seeds ``seed+1..``, so the
+    single-model baseline's call is one of the proposals and the aggregation
+    starts from what the model alone would answer. ``moa select`` draws its
+    Self-MoA the same way, so both share every call through the cache.
+    """
+    own = AgentSpec(
+        model=model_id,
+        temperature=settings.temperature,
+        max_tokens=settings.max_tokens,
+        seed=settings.seed,
+    )
     samples = [
-        AgentSpec(
-            model=model_id,
-            temperature=settings.sample_temperature,
-            max_tokens=settings.max_tokens,
-            seed=settings.seed + i + 1,
+        own.model_copy(
+            update={"temperature": settings.sample_temperature, "seed": settings.seed + n}
         )
-        for i in range(settings.samples)
+        for n in range(1, settings.samples)
     ]
     aggregator = AgentSpec(
         model=model_id, temperature=0.0, max_tokens=settings.max_tokens, seed=settings.seed
     )
     return MixtureSpec(
         name=f"self-moa-{model_id.split(':', 1)[-1]}",
-        layers=[LayerSpec(agents=samples)],
+        layers=[LayerSpec(agents=[own, *samples])],
         aggregator=aggregator,
     )
 
