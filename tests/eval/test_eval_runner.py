@@ -195,3 +195,20 @@ def test_a_resumed_run_keeps_its_self_moa(
     run.run()
     assert "self-moa-weak" in {r["system"] for r in _records(out)}
     assert "self-moa-strong" not in {r["system"] for r in _records(out)}
+
+
+def test_self_moa_starts_from_the_single_models_own_answer(
+    tmp_path: Path, registry: CachingRegistry, fake: FunctionProvider
+) -> None:
+    out = tmp_path / "out"
+    options = _options(out, "fake:strong", generation=GenerationSettings(samples=3))
+    EvalRun(options, registry=registry).run()
+    records = _records(out)
+    singles = {r["item_id"]: r for r in records if r["system"] == "fake:strong"}
+    for record in (r for r in records if r["system"] == "self-moa-strong"):
+        proposals = [c for c in record["calls"] if c["role"] != "aggregator"]
+        assert len(proposals) == 3
+        # The first proposal is the single model's answer: the same call, served by the cache.
+        assert proposals[0]["output"] == singles[record["item_id"]]["output"]
+    # Per item: the single call, two samples and one aggregation; nothing drawn twice.
+    assert len(fake.calls) == len(singles) * 4
