@@ -12,6 +12,7 @@ from rich.console import Console
 
 from moa.cli.common import progress_bar, reporting_errors
 from moa.errors import ConfigError
+from moa.providers.cache import DEFAULT_CACHE
 
 __all__ = ["eval_command"]
 
@@ -130,7 +131,7 @@ def eval_command(
     ] = None,
     cache: Annotated[
         Path, typer.Option(help="The call cache (SQLite) shared by every run.")
-    ] = Path("~/.cache/moa/calls.sqlite"),
+    ] = DEFAULT_CACHE,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Call every model anew.")] = False,
     max_tokens: Annotated[
         int, typer.Option(min=1, help="max_tokens of single models and Self-MoA.")

@@ -8,6 +8,7 @@ import typer
 
 from moa import __version__
 from moa.cli.bench import bench_app
+from moa.cli.cache import cache_app
 from moa.cli.eval import eval_command
 from moa.cli.models import models_app
 from moa.cli.run import chat, run
@@ -35,6 +36,7 @@ app.command("strategies")(strategies)
 app.command("select")(select_command)
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")
+app.add_typer(cache_app, name="cache")
 
 
 def _version(value: bool) -> None:

@@ -41,13 +41,11 @@ from moa.eval.systems import (
 )
 from moa.eval.tasks import Task, get_task
 from moa.eval.timing import replayed_timing
-from moa.providers.cache import CachingRegistry, SQLiteCallStore, recording_hits
+from moa.providers.cache import DEFAULT_CACHE, CachingRegistry, SQLiteCallStore, recording_hits
 from moa.providers.registry import ProviderRegistry
 from moa.types import Message, Usage
 
 __all__ = ["EvalOptions", "EvalRun", "Observer", "select_items"]
-
-DEFAULT_CACHE = Path("~/.cache/moa/calls.sqlite")
 
 
 @dataclass(frozen=True)

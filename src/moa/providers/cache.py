@@ -23,7 +23,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -37,6 +37,9 @@ from moa.providers.settings import LocalSettings, ProviderSettings
 from moa.types import Completion, CompletionChunk, CompletionRequest, Usage, estimate_tokens
 
 __all__ = [
+    "DEFAULT_CACHE",
+    "KEY_VERSION",
+    "ROW_FIELDS",
     "CacheHit",
     "CachedCall",
     "CachedProvider",
@@ -46,7 +49,25 @@ __all__ = [
     "recording_hits",
 ]
 
+DEFAULT_CACHE = Path("~/.cache/moa/calls.sqlite")
+"""The call cache ``moa eval``, ``moa select`` and ``moa cache`` share unless told otherwise."""
 _SCHEMA_VERSION = 1
+KEY_VERSION = _SCHEMA_VERSION
+"""Version of :func:`cache_key`'s digest; rows made under another version never match."""
+ROW_FIELDS = (
+    "key",
+    "provider",
+    "model",
+    "text",
+    "prompt_tokens",
+    "completion_tokens",
+    "calls",
+    "finish_reason",
+    "latency_s",
+    "ttft_s",
+    "created",
+)
+"""The columns of a stored call, in table order (see :meth:`SQLiteCallStore.rows`)."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +215,29 @@ class SQLiteCallStore:
         with self._lock:
             (count,) = self._connection().execute("SELECT COUNT(*) FROM calls").fetchone()
         return int(count)
+
+    def rows(self, models: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Every stored call as a row (oldest first); ``models`` keeps ids ``provider:model``."""
+        with self._lock:
+            found = (
+                self._connection()
+                .execute(f"SELECT {', '.join(ROW_FIELDS)} FROM calls ORDER BY created, key")
+                .fetchall()
+            )
+        rows = [dict(zip(ROW_FIELDS, row, strict=True)) for row in found]
+        wanted = set(models)
+        return [r for r in rows if not wanted or f"{r['provider']}:{r['model']}" in wanted]
+
+    def add_rows(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Store rows made by :meth:`rows` whose keys are not here yet; returns how many."""
+        values = [tuple(row[name] for name in ROW_FIELDS) for row in rows]
+        marks = ", ".join("?" * len(ROW_FIELDS))
+        with self._lock:
+            conn = self._connection()
+            before = conn.total_changes
+            conn.executemany(f"INSERT OR IGNORE INTO calls VALUES ({marks})", values)
+            conn.commit()
+            return conn.total_changes - before
 
     def close(self) -> None:
         with self._lock:

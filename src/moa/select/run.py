@@ -12,7 +12,7 @@ from moa.eval.judge import Judge
 from moa.eval.prompts import PromptSet
 from moa.eval.systems import GenerationSettings, resolve_system
 from moa.eval.tasks import get_task
-from moa.providers.cache import CachingRegistry, SQLiteCallStore
+from moa.providers.cache import DEFAULT_CACHE, CachingRegistry, SQLiteCallStore
 from moa.providers.registry import ProviderRegistry
 from moa.select.diversity import minilm_embedder
 from moa.select.evaluate import Evaluator, ItemProgress
@@ -20,9 +20,6 @@ from moa.select.report import config_yaml, markdown, summary
 from moa.select.search import SearchOptions, Selection, run_search
 
 __all__ = ["DEFAULT_CACHE", "SelectRun", "write_outputs"]
-
-DEFAULT_CACHE = Path("~/.cache/moa/calls.sqlite")
-"""The same call cache as ``moa eval``, so either command reuses the other's calls."""
 
 
 @dataclass(frozen=True)

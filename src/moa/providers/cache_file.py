@@ -1,0 +1,101 @@
+"""Call logs: the calls of a cache as a file, to carry them to another machine or commit them.
+
+A call log is JSON Lines (gzip-compressed when its name ends in ``.gz``): a
+header line, then one stored call per line, keyed by the same digest as the
+cache (:func:`~moa.providers.cache.cache_key`). Importing adds the calls the
+cache lacks and leaves the others alone, so a report committed with its call
+log can be rebuilt, checked or extended elsewhere without calling a model
+again for what it already answered.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from moa.errors import ConfigError
+from moa.providers.cache import KEY_VERSION, ROW_FIELDS, SQLiteCallStore
+
+__all__ = ["export_calls", "import_calls"]
+
+FORMAT = "moa-call-log"
+FORMAT_VERSION = 1
+
+
+@contextmanager
+def _open(path: Path, mode: str) -> Iterator[IO[str]]:
+    if path.suffix == ".gz":
+        # No name and no time in the header: the same calls give the same bytes, so a
+        # committed log changes only with its calls.
+        with (
+            path.open(mode[0] + "b") as file,
+            gzip.GzipFile(filename="", mode=mode[0] + "b", fileobj=file, mtime=0) as raw,
+            io.TextIOWrapper(raw, encoding="utf-8", newline="\n") as text,
+        ):
+            yield text
+    else:
+        with path.open(mode, encoding="utf-8", newline="\n") as text:
+            yield text
+
+
+def export_calls(store: SQLiteCallStore, path: str | Path, *, models: Sequence[str] = ()) -> int:
+    """Write the store's calls (of ``models`` only, when given) to ``path``; returns how many."""
+    target = Path(path).expanduser()
+    rows = store.rows(models)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _open(target, "w") as out:
+        header = {"format": FORMAT, "version": FORMAT_VERSION, "key_version": KEY_VERSION}
+        out.write(json.dumps(header) + "\n")
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+    return len(rows)
+
+
+def import_calls(store: SQLiteCallStore, path: str | Path) -> tuple[int, int]:
+    """Add the calls of ``path`` that ``store`` lacks: ``(added, calls in the file)``."""
+    source = Path(path).expanduser()
+    if not source.is_file():
+        raise ConfigError(f"no call log at {str(source)!r}")
+    rows: list[dict[str, Any]] = []
+    try:
+        with _open(source, "r") as lines:
+            _check_header(source, next(lines, ""))
+            for number, line in enumerate(lines, start=2):
+                if line.strip():
+                    rows.append(_row(source, number, line))
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the call log {str(source)!r}: {exc}") from exc
+    return store.add_rows(rows), len(rows)
+
+
+def _check_header(source: Path, line: str) -> None:
+    try:
+        header = json.loads(line)
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ConfigError(f"{str(source)!r} is not a call log (written by 'moa cache export')")
+    if header.get("version") != FORMAT_VERSION or header.get("key_version") != KEY_VERSION:
+        raise ConfigError(
+            f"{str(source)!r} is a call log of another version "
+            f"(format {header.get('version')}, keys {header.get('key_version')}); this moa "
+            f"reads format {FORMAT_VERSION} with keys {KEY_VERSION}"
+        )
+
+
+def _row(source: Path, number: int, line: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{str(source)!r}, line {number}: not JSON ({exc.msg})") from exc
+    missing = [name for name in ROW_FIELDS if not isinstance(row, dict) or name not in row]
+    if missing:
+        raise ConfigError(f"{str(source)!r}, line {number}: missing {', '.join(missing)}")
+    if not isinstance(row["key"], str) or not isinstance(row["text"], str):
+        raise ConfigError(f"{str(source)!r}, line {number}: key and text must be strings")
+    return {name: row[name] for name in ROW_FIELDS}

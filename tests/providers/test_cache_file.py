@@ -1,0 +1,115 @@
+"""Call logs: a cache's calls written to a file and added to another cache."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from moa import Mixture, MixtureSpec
+from moa.cli.main import app
+from moa.errors import ConfigError
+from moa.providers.cache import CachedCall, CachingRegistry, SQLiteCallStore
+from moa.providers.cache_file import export_calls, import_calls
+from moa.testing import FakeProvider
+from moa.types import Usage
+
+SPEC = MixtureSpec.model_validate(
+    {
+        "layers": [[{"model": "fake:a", "seed": 1}, {"model": "fake:b", "temperature": 0.7}]],
+        "aggregator": {"model": "fake:agg"},
+    }
+)
+
+
+def _run(store: SQLiteCallStore) -> FakeProvider:
+    fake = FakeProvider(replies={"a": "4", "b": "5", "agg": "It is 4."})
+    Mixture(SPEC, CachingRegistry(store=store).add("fake", fake)).run("2+2?")
+    return fake
+
+
+@pytest.mark.parametrize("name", ["calls.jsonl", "calls.jsonl.gz"])
+def test_an_imported_log_answers_every_call(tmp_path: Path, name: str) -> None:
+    origin = SQLiteCallStore(tmp_path / "origin.sqlite")
+    assert len(_run(origin).calls) == 3
+    assert export_calls(origin, tmp_path / name) == 3
+
+    elsewhere = SQLiteCallStore(tmp_path / "elsewhere.sqlite")
+    assert import_calls(elsewhere, tmp_path / name) == (3, 3)
+    assert _run(elsewhere).calls == []  # nothing reached the provider
+    assert elsewhere.rows() == origin.rows()
+    assert import_calls(elsewhere, tmp_path / name) == (0, 3)  # a second import adds nothing
+
+
+def test_import_keeps_the_calls_a_cache_already_has(tmp_path: Path) -> None:
+    origin = SQLiteCallStore(tmp_path / "origin.sqlite")
+    _run(origin)
+    export_calls(origin, tmp_path / "calls.jsonl")
+    key = origin.rows()[0]["key"]
+    mine = SQLiteCallStore(tmp_path / "mine.sqlite")
+    mine.put(key, "fake", "a", CachedCall("my own answer", Usage(1, 2), "stop", 0.5))
+    assert import_calls(mine, tmp_path / "calls.jsonl") == (2, 3)
+    stored = mine.get(key)
+    assert stored is not None and stored.text == "my own answer"
+
+
+def test_export_of_some_models_and_the_same_bytes_for_the_same_calls(tmp_path: Path) -> None:
+    store = SQLiteCallStore(tmp_path / "calls.sqlite")
+    _run(store)
+    assert export_calls(store, tmp_path / "agg.jsonl", models=["fake:agg"]) == 1
+    lines = (tmp_path / "agg.jsonl").read_text().splitlines()
+    assert json.loads(lines[1])["text"] == "It is 4."
+    export_calls(store, tmp_path / "one.jsonl.gz")
+    export_calls(store, tmp_path / "two.jsonl.gz")
+    assert (tmp_path / "one.jsonl.gz").read_bytes() == (tmp_path / "two.jsonl.gz").read_bytes()
+
+
+def test_files_that_are_not_call_logs_are_refused_with_the_reason(tmp_path: Path) -> None:
+    store = SQLiteCallStore(tmp_path / "calls.sqlite")
+    _run(store)
+    good = tmp_path / "good.jsonl"
+    export_calls(store, good)
+    header, first, *_ = good.read_text().splitlines()
+
+    cases = {
+        "plain.jsonl": ('{"question": "2+2?"}\n', "not a call log"),
+        "other.jsonl": (header.replace('"key_version": 1', '"key_version": 9') + "\n", "version"),
+        "broken.jsonl": (f"{header}\n{first}\n{{not json\n", "line 3: not JSON"),
+        "short.jsonl": (f'{header}\n{{"key": "k", "text": "t"}}\n', "line 2: missing provider"),
+    }
+    for name, (text, reason) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match=reason):
+            import_calls(store, tmp_path / name)
+    (tmp_path / "bad.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(ConfigError, match="cannot read"):
+        import_calls(store, tmp_path / "bad.gz")
+    with pytest.raises(ConfigError, match="no call log"):
+        import_calls(store, tmp_path / "missing.jsonl")
+    assert len(store) == 3  # nothing half-imported
+
+
+def test_the_cache_command(tmp_path: Path) -> None:
+    runner = CliRunner()
+    origin = tmp_path / "origin.sqlite"
+    _run(SQLiteCallStore(origin))
+    log = tmp_path / "report" / "calls.jsonl.gz"
+    result = runner.invoke(app, ["cache", "export", str(log), "--cache", str(origin)])
+    assert result.exit_code == 0, result.output
+    assert "exported 3 calls" in result.output
+    with gzip.open(log, "rt") as lines:
+        assert json.loads(next(lines))["format"] == "moa-call-log"
+
+    target = tmp_path / "target.sqlite"
+    result = runner.invoke(app, ["cache", "import", str(log), "--cache", str(target)])
+    assert result.exit_code == 0 and "imported 3 of 3" in result.output
+    result = runner.invoke(app, ["cache", "show", "--cache", str(target)], env={"COLUMNS": "120"})
+    assert "3 calls" in result.output and "fake:agg" in result.output
+
+    missing = runner.invoke(app, ["cache", "show", "--cache", str(tmp_path / "none.sqlite")])
+    assert missing.exit_code == 2 and "no call cache" in missing.output
+    bad = runner.invoke(app, ["cache", "import", str(origin), "--cache", str(target)])
+    assert bad.exit_code == 2 and "cannot read the call log" in bad.output
