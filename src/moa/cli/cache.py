@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -46,18 +45,15 @@ def show(path: CacheOption = DEFAULT_CACHE) -> None:
     console = Console(highlight=False)
     with reporting_errors():
         store = _store(path, must_exist=True)
-        rows = store.rows()
+        counts = store.counts()
         store.close()
-    table = Table(title=f"{len(rows)} calls in {store.path}", title_justify="left", box=None)
+    total = sum(n for n, _ in counts.values())
+    table = Table(title=f"{total} calls in {store.path}", title_justify="left", box=None)
     table.add_column("model id", style="bold")
     table.add_column("calls", justify="right")
     table.add_column("completion tokens", justify="right")
-    counts = Counter(f"{r['provider']}:{r['model']}" for r in rows)
-    tokens: Counter[str] = Counter()
-    for r in rows:
-        tokens[f"{r['provider']}:{r['model']}"] += r["completion_tokens"] or 0
-    for model, n in sorted(counts.items()):
-        table.add_row(model, str(n), f"{tokens[model]:,}")
+    for model, (n, tokens) in counts.items():
+        table.add_row(model, str(n), f"{tokens:,}")
     console.print(table)
 
 

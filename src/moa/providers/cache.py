@@ -216,6 +216,21 @@ class SQLiteCallStore:
             (count,) = self._connection().execute("SELECT COUNT(*) FROM calls").fetchone()
         return int(count)
 
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Per model id ``provider:model``: stored calls and their completion tokens."""
+        with self._lock:
+            found = (
+                self._connection()
+                .execute(
+                    "SELECT provider, model, COUNT(*), COALESCE(SUM(completion_tokens), 0)"
+                    " FROM calls GROUP BY provider, model ORDER BY provider, model"
+                )
+                .fetchall()
+            )
+        return {
+            f"{provider}:{model}": (int(n), int(tokens)) for provider, model, n, tokens in found
+        }
+
     def rows(self, models: Sequence[str] = ()) -> list[dict[str, Any]]:
         """Every stored call as a row (oldest first); ``models`` keeps ids ``provider:model``."""
         with self._lock:
