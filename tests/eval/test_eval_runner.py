@@ -177,7 +177,10 @@ def test_blocks_put_every_system_on_the_first_items(
         run.run(StopAfter(2 * 5))  # the first block: 3 models alone, then mix and Self-MoA
     records = _records(out)
     assert {r["item_id"] for r in records} == {"0", "1"}
-    assert [r["system"] for r in records[:6]] == ["fake:weak", "fake:strong", "fake:agg"] * 2
+    # Within a block each system answers its items side by side (local models batch them).
+    assert [r["system"] for r in records[:6]] == ["fake:weak"] * 2 + ["fake:strong"] * 2 + [
+        "fake:agg"
+    ] * 2
     assert {r["system"] for r in records[6:]} == {"mix", "self-moa-strong"}
     assert json.loads((out / "run.json").read_text())["self_moa_of"] == "fake:strong"
 

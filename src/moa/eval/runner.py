@@ -299,10 +299,12 @@ class EvalRun:
         self, systems: Sequence[System], items: Sequence[EvalItem], observer: Observer
     ) -> None:
         done = self.log.completed()
+        # One system's items side by side: the calls in flight then mostly go to the same
+        # models, which a local model decodes as one batch (alternating models cannot).
         jobs = [
             (system, item)
-            for item in items
             for system in systems
+            for item in items
             if (self.key(system), item.id) not in done
         ]
         if not jobs:
