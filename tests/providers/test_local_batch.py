@@ -357,12 +357,16 @@ async def test_real_a_call_without_room_waits_for_the_batch() -> None:
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     if not (model_dir() / CATALOG["smollm2-135m"].filename).is_file():
         pytest.skip("SmolLM2-135M is not installed; run: moa models pull smollm2-135m")
-    small = LocalProvider(settings=LocalSettings(n_ctx=512, batch=2))
+    small = LocalProvider(settings=LocalSettings(n_ctx=1024, batch=2))  # rows of 512 cells
     try:
         long = await running(small, max_tokens=400)
-        # Its prompt and 100 tokens do not fit beside the long call's promised 400: it waits.
-        late = await small.complete(request("smollm2-135m", temperature=0.0, max_tokens=100))
+        # A row is free, but its prompt and 500 tokens do not fit one: it waits, then goes alone.
+        late = await small.complete(request("smollm2-135m", temperature=0.0, max_tokens=500))
         assert long.done() and late.text.strip()
+        # A call that fits a row joins the running batch instead.
+        long = await running(small, max_tokens=400)
+        joined = await small.complete(request("smollm2-135m", temperature=0.0, max_tokens=100))
+        assert not long.done() and joined.text.strip()
         await long
     finally:
         await small.unload()
