@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Hashable
 
 import pytest
 
@@ -247,6 +248,17 @@ async def test_provider_concurrency_limit_is_respected() -> None:
     spec = {"layers": [[{"model": "fake:a"}] * 6], "aggregator": {"model": "fake:agg"}}
     await mixture(spec, fake).arun("hi")
     assert fake.max_in_flight == 2
+
+
+async def test_a_provider_s_limit_counts_its_calls_by_its_concurrency_key() -> None:
+    class PerModel(FakeProvider):
+        def concurrency_key(self, request: CompletionRequest) -> Hashable:
+            return request.model
+
+    fake = PerModel(delay=0.05, max_concurrency=2)
+    spec = {"layers": [[{"model": "fake:a"}] * 3 + [{"model": "fake:b"}] * 3]}
+    await mixture({**spec, "aggregator": {"model": "fake:agg"}}, fake).arun("hi")
+    assert fake.max_in_flight == 4  # two of each model at once
 
 
 async def test_deadline_exceeded() -> None:

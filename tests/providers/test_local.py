@@ -269,6 +269,7 @@ def test_cores_are_divided_between_parallel_generations(
     assert default_parallel(cores) == parallel
     assert (provider.parallel, provider.threads) == (parallel, threads)
     assert provider.max_concurrency == parallel
+    assert provider.concurrency_key(request("a")) == provider.concurrency_key(request("b"))
     configured = LocalProvider(settings=LocalSettings(parallel=3, threads=5))
     assert (configured.parallel, configured.threads) == (3, 5)
 

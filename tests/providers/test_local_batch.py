@@ -115,6 +115,14 @@ def gguf(tmp_path: Path) -> str:
     return str(path)
 
 
+@pytest.fixture
+def other(tmp_path: Path) -> str:
+    """A second model file."""
+    path = tmp_path / "other.gguf"
+    path.write_bytes(b"GGUF")
+    return str(path)
+
+
 def samples(model: str, seeds: Sequence[int]) -> list[CompletionRequest]:
     return [request(model, temperature=0.7, seed=s, max_tokens=16) for s in seeds]
 
@@ -141,6 +149,26 @@ async def test_a_mixture_s_samples_reach_the_model_together(recorder: Recorder, 
     assert recorder.groups[0] == 4 and recorder.alone == 0
     assert sum(recorder.groups[1:]) + len(recorder.joined_later) == 1
     assert result.output == "".join(f"sNone.{step} " for step in range(5))
+
+
+async def test_two_models_called_together_each_fill_their_own_batch(
+    recorder: Recorder, gguf: str, other: str
+) -> None:
+    # The engine's limit counts each model's calls apart: four of each reach the provider,
+    # and the batch of the model that goes first takes its four while the other's wait.
+    provider = LocalProvider(settings=LocalSettings(batch=4))
+    agents = [
+        {"model": f"local:{path}", "temperature": 0.7, "seed": seed}
+        for seed in (1, 2, 3, 4)
+        for path in (gguf, other)  # interleaved, as a layer of mixed agents asks
+    ]
+    spec = MixtureSpec.model_validate(
+        {"layers": [agents], "aggregator": {"model": f"local:{gguf}"}}
+    )
+    await Mixture(spec, ProviderRegistry().add("local", provider)).arun("Hi")
+    assert recorder.groups[:2] == [4, 4] and recorder.alone == 0
+    assert provider.max_concurrency == 4
+    assert provider.concurrency_key(request(gguf)) != provider.concurrency_key(request("x"))
 
 
 async def test_a_batch_takes_at_most_batch_calls(recorder: Recorder, gguf: str) -> None:
@@ -179,22 +207,31 @@ async def test_a_call_that_does_not_fit_stops_others_from_overtaking_it(
     assert [a.usage.completion_tokens for a in rest] == [5, 5]
 
 
-async def test_a_running_batch_lets_another_model_s_call_go_next(
-    recorder: Recorder, gguf: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("handover_s", "joined_later", "groups"), [(0.03, [], [1, 1, 1]), (5.0, [2], [1, 1])]
+)
+async def test_a_batch_takes_its_model_s_calls_until_another_model_s_has_waited_handover_s(
+    recorder: Recorder,
+    gguf: str,
+    other: str,
+    handover_s: float,
+    joined_later: list[int],
+    groups: list[int],
 ) -> None:
-    other = tmp_path / "other.gguf"
-    other.write_bytes(b"GGUF")
     recorder.steps = {1: 40}
-    provider = LocalProvider(settings=LocalSettings(batch=4))
+    provider = LocalProvider(settings=LocalSettings(batch=4, handover_s=handover_s))
     long = asyncio.create_task(provider.complete(samples(gguf, [1])[0]))
     await asyncio.sleep(0.06)
-    # A call of another model waits for the CPU: the batch takes no more calls, so the
-    # sample that comes after it waits for the batch to end, then follows the other model.
-    elsewhere = asyncio.create_task(provider.complete(samples(str(other), [7])[0]))
+    elsewhere = asyncio.create_task(provider.complete(samples(other, [7])[0]))
     await asyncio.sleep(0.06)
+    # The other model's call has waited 0.06 s. Past handover_s, the batch takes no more
+    # calls: this sample waits for the batch to drain, and goes after the other model. Within
+    # it, the sample joins the running batch, and the other model goes once that has drained.
     after = asyncio.create_task(provider.complete(samples(gguf, [2])[0]))
-    await asyncio.gather(long, elsewhere, after)
-    assert recorder.joined_later == [] and recorder.groups == [1, 1, 1]
+    await after
+    assert elsewhere.done() == (handover_s < 0.06)
+    await asyncio.gather(long, elsewhere)
+    assert recorder.joined_later == joined_later and recorder.groups == groups
 
 
 async def test_batching_is_off_by_default(recorder: Recorder, gguf: str) -> None:

@@ -75,3 +75,18 @@ def test_slots_let_that_many_hold_it_at_once() -> None:
 def test_slots_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Turns(0)
+
+
+def test_longest_wait_is_how_long_the_first_in_line_has_waited() -> None:
+    turns = Turns(poll_s=0.01)
+    assert turns.longest_wait() is None
+    turns.acquire()
+    order: list[int] = []
+    threads = queue_up(turns, 2, order)
+    time.sleep(0.05)
+    waited = turns.longest_wait()
+    assert waited is not None and waited >= 0.05
+    turns.release()
+    for thread in threads:
+        thread.join(5)
+    assert turns.longest_wait() is None and order == [0, 1]

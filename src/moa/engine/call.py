@@ -11,7 +11,7 @@ import asyncio
 import random
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 
@@ -23,19 +23,24 @@ from moa.types import CompletionRequest, GenerationParams, Message, Usage, estim
 
 __all__ = ["AgentCall", "CallProgress", "Hedge", "backoff_delay", "call_agent", "stopped_result"]
 
-_LIMITERS: weakref.WeakKeyDictionary[Provider, weakref.WeakKeyDictionary[object, asyncio.Semaphore]]
+_Limits = dict[Hashable, asyncio.Semaphore]
+_LIMITERS: weakref.WeakKeyDictionary[Provider, weakref.WeakKeyDictionary[object, _Limits]]
 _LIMITERS = weakref.WeakKeyDictionary()
 
 
-def _limiter(provider: Provider) -> AbstractAsyncContextManager[object]:
-    """The provider's concurrency limit on the running event loop."""
+def _limiter(provider: Provider, request: CompletionRequest) -> AbstractAsyncContextManager[object]:
+    """The provider's concurrency limit for ``request`` on the running event loop."""
     if not provider.max_concurrency:
         return nullcontext()
     per_loop = _LIMITERS.setdefault(provider, weakref.WeakKeyDictionary())
     loop = asyncio.get_running_loop()
-    semaphore = per_loop.get(loop)
+    limits = per_loop.get(loop)
+    if limits is None:
+        limits = per_loop[loop] = {}
+    key = provider.concurrency_key(request)
+    semaphore = limits.get(key)
     if semaphore is None:
-        semaphore = per_loop[loop] = asyncio.Semaphore(provider.max_concurrency)
+        semaphore = limits[key] = asyncio.Semaphore(provider.max_concurrency)
     return semaphore
 
 
@@ -124,7 +129,7 @@ async def _call_with_retries(
         progress.attempts = attempt
         progress.text.clear()
         try:
-            async with _limiter(call.provider):
+            async with _limiter(call.provider, request):
                 attempt_usage, finish = await _attempt(call, request, progress, on_delta)
             usage = usage + attempt_usage
             return _result(call, progress, usage, finish_reason=finish)

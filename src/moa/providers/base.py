@@ -8,7 +8,7 @@ user token by token.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from typing import ClassVar
 
 from moa.types import Completion, CompletionChunk, CompletionRequest, Usage
@@ -21,7 +21,8 @@ class Provider:
 
     name: str = "provider"
     max_concurrency: int | None = None
-    """How many calls to this provider may run at once (``None``: unlimited)."""
+    """How many calls to this provider may run at once (``None``: unlimited), counted
+    separately for each :meth:`concurrency_key`."""
     supports_continue: ClassVar[bool] = False
     """Whether ``CompletionRequest.continue_final`` is honoured."""
     prefers_streaming: ClassVar[bool] = False
@@ -32,6 +33,10 @@ class Provider:
         super().__init_subclass__(**kwargs)
         if cls.complete is Provider.complete and cls.stream is Provider.stream:
             raise TypeError(f"{cls.__name__} must implement complete() or stream()")
+
+    def concurrency_key(self, request: CompletionRequest) -> Hashable:
+        """What ``max_concurrency`` counts calls by; the same for every call by default."""
+        return None
 
     async def complete(self, request: CompletionRequest) -> Completion:
         """Answer ``request`` in one piece (derived from :meth:`stream` by default)."""

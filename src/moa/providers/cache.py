@@ -23,7 +23,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -274,6 +274,9 @@ class CachedProvider(Provider):
         self.hits = 0
         self.misses = 0
         self._pending: dict[str, asyncio.Event] = {}
+
+    def concurrency_key(self, request: CompletionRequest) -> Hashable:
+        return self.inner.concurrency_key(request)
 
     async def complete(self, request: CompletionRequest) -> Completion:
         key = cache_key(self.name, request)

@@ -12,10 +12,11 @@ With ``local.batch`` above 1, calls of one model that wait for it at the same
 time (the samples of a vote or Self-MoA, a layer's agents, concurrent items)
 are decoded together by :mod:`moa.providers.local_batch`. The first to get the
 model starts a batch; calls waiting for the model join it, at the start or
-whenever a row is free, up to ``batch`` at a time, first come first in. A
-running batch stops taking calls while a call that cannot join it (another
-model's, or one that must go alone) waits, so that it drains and lets that
-call have its turn.
+whenever a row is free, up to ``batch`` at a time, first come first in. Once a
+call that cannot join it (another model's, or one that must go alone) has
+waited ``handover_s``, a running batch takes no more calls, so that it drains
+and lets that call have its turn. The engine lets up to ``batch`` calls of each
+model in at once (:meth:`LocalProvider.concurrency_key`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -76,28 +77,38 @@ class _Call:
 
 
 class _Line:
-    """How many workers are waiting for a lock."""
+    """Workers waiting for a lock, by when each began to."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self._since: list[float] = []
         self._lock = threading.Lock()
 
-    def add(self, n: int) -> None:
+    def enter(self) -> float:
+        since = time.monotonic()
         with self._lock:
-            self.count += n
+            self._since.append(since)
+        return since
+
+    def leave(self, since: float) -> None:
+        with self._lock:
+            self._since.remove(since)
+
+    def longest_wait(self) -> float | None:
+        """Seconds the first of them has been waiting; None when nobody waits."""
+        with self._lock:
+            return time.monotonic() - min(self._since) if self._since else None
 
 
 @contextmanager
 def _holding(turns: Turns, run: Generation, line: _Line | None = None) -> Iterator[None]:
     """Hold ``turns``, giving up as soon as ``run`` is cancelled while waiting for it."""
-    if line is not None:
-        line.add(1)
+    since = None if line is None else line.enter()
     try:
         if not turns.acquire(run.cancelled.is_set):
             raise _Cancelled
     finally:
-        if line is not None:
-            line.add(-1)
+        if line is not None and since is not None:
+            line.leave(since)
     try:
         if run.cancelled.is_set():
             raise _Cancelled
@@ -120,8 +131,10 @@ class LocalProvider(Provider):
         self.threads = self.settings.threads or max(1, cores // self.parallel)
         self.batch = self.settings.batch
         # The engine queues calls beyond this, so waiting for the CPU does not eat a call's
-        # timeout; with batching, as many calls as the batches running at once can take.
-        self.max_concurrency = self.parallel * self.batch
+        # timeout. Unbatched, as many calls as may run at once; batched, as many calls of each
+        # model as its batch can take (see concurrency_key), so that calls of several models
+        # arriving together each fill their model's batch.
+        self.max_concurrency = self.parallel if self.batch == 1 else self.batch
         self._gate = Turns(self.parallel, poll_s=_POLL_S)
         self._models: dict[Path, LocalModel] = {}
         self._models_lock = threading.Lock()
@@ -134,6 +147,9 @@ class LocalProvider(Provider):
         return (
             f"LocalProvider(name={self.name!r}, parallel={self.parallel}, threads={self.threads})"
         )
+
+    def concurrency_key(self, request: CompletionRequest) -> Hashable:
+        return None if self.batch == 1 else request.model
 
     def model_path(self, model: str) -> tuple[Path, str | None]:
         """The file behind ``model`` and the sha256 it must have (``None`` for a user's file)."""
@@ -300,8 +316,9 @@ class LocalProvider(Provider):
             nonlocal started
             with self._models_lock:
                 alone = self._alone_lines.get(model)
-                others = self._gate.waiting or (alone is not None and alone.count)
-                if started and others:
+                waits = (self._gate.longest_wait(), alone.longest_wait() if alone else None)
+                waited = max((w for w in waits if w is not None), default=None)
+                if started and waited is not None and waited >= self.settings.handover_s:
                     return []  # let the batch drain: someone else's turn is next
                 started = True
                 joined[:] = [call for call in joined if not call.ended]

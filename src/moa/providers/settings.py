@@ -57,6 +57,11 @@ class LocalSettings(BaseModel):
     """Calls of one model decoded together when they wait for it at the same time (1: one
     at a time). A CPU reads the weights once per step whatever the number of sequences, so
     four sampled answers cost far less than four times one; the context window is shared."""
+    handover_s: float = Field(default=2.0, ge=0)
+    """How long a running batch goes on taking waiting calls of its model once a call that
+    cannot join it (another model's, or one that must go alone) waits for the CPU; then it
+    takes no more, and that call goes as soon as the batch has drained. Longer fills batches
+    when calls of several models arrive together; shorter lets the other model in sooner."""
     model_dir: str | None = None
     """Where assembled model files live (default: the user cache, or $MOA_MODEL_DIR)."""
     extra_buffers: bool | None = None

@@ -10,6 +10,7 @@ line without ever taking it.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
@@ -25,7 +26,7 @@ class Turns:
             raise ValueError("slots must be at least 1")
         self._free = slots
         self._poll_s = poll_s
-        self._line: deque[object] = deque()
+        self._line: deque[_Ticket] = deque()
         self._changed = threading.Condition()
 
     @property
@@ -33,9 +34,14 @@ class Turns:
         """How many are waiting for a turn."""
         return len(self._line)
 
+    def longest_wait(self) -> float | None:
+        """Seconds the first in line has been waiting; None when nobody waits."""
+        with self._changed:
+            return time.monotonic() - self._line[0].since if self._line else None
+
     def acquire(self, give_up: Callable[[], bool] = lambda: False) -> bool:
         """Wait for a turn; False, without one, once ``give_up()`` (checked every poll) is true."""
-        ticket = object()
+        ticket = _Ticket()
         with self._changed:
             self._line.append(ticket)
             try:
@@ -65,3 +71,12 @@ class Turns:
         traceback: TracebackType | None,
     ) -> None:
         self.release()
+
+
+class _Ticket:
+    """A place in the line, and when it was taken."""
+
+    __slots__ = ("since",)
+
+    def __init__(self) -> None:
+        self.since = time.monotonic()
