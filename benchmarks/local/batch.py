@@ -17,6 +17,9 @@ free row.
 
 Each run goes first through a provider with ``local.batch: 1`` (the calls queue
 for the model), then with ``local.batch: N`` (they share each decoding step).
+``--against B`` replaces the first with ``local.batch: B``, to compare two batch
+widths on the same calls, e.g. ``--samples 16 --against 8``: the narrower batch
+takes the calls that do not fit as its rows free up.
 Round-robin over ``--runs``; prints wall time and generated tokens per second of
 each, and their ratio.
 """
@@ -94,9 +97,12 @@ async def _samples(provider: LocalProvider, model: str, n: int, max_tokens: int)
     return sum(a.usage.completion_tokens for a in answers)
 
 
-async def main(model: str, samples: int, max_tokens: int, runs: int, stream: int) -> None:
+async def main(
+    model: str, samples: int, max_tokens: int, runs: int, stream: int, against: int
+) -> None:
+    baseline = "one at a time" if against == 1 else f"batch of {against}"
     providers = {
-        "one at a time": LocalProvider(settings=LocalSettings(batch=1)),
+        baseline: LocalProvider(settings=LocalSettings(batch=against)),
         "batched": LocalProvider(settings=LocalSettings(batch=samples)),
     }
     for provider in providers.values():  # load the model and warm the batch context
@@ -125,7 +131,7 @@ async def main(model: str, samples: int, max_tokens: int, runs: int, stream: int
             median, slowest = statistics.median(first), first[-1]
             line += f", first text after {median:.1f} s (median), {slowest:.1f} s (max)"
         print(line)
-    print(f"  batched / one at a time: {rates['batched'] / rates['one at a time']:.2f}x tokens/s")
+    print(f"  batched / {baseline}: {rates['batched'] / rates[baseline]:.2f}x tokens/s")
 
 
 if __name__ == "__main__":
@@ -137,7 +143,19 @@ if __name__ == "__main__":
     parser.add_argument(
         "--stream", type=int, default=0, metavar="N", help="N questions, --samples in flight"
     )
+    parser.add_argument(
+        "--against", type=int, default=1, metavar="B", help="compare with local.batch B, not 1"
+    )
     options = parser.parse_args()
+    if options.against < 1 or options.against >= options.samples:
+        parser.error("--against must be at least 1 and below --samples")
     asyncio.run(
-        main(options.model, options.samples, options.max_tokens, options.runs, options.stream)
+        main(
+            options.model,
+            options.samples,
+            options.max_tokens,
+            options.runs,
+            options.stream,
+            options.against,
+        )
     )

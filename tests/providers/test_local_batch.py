@@ -394,7 +394,7 @@ async def test_real_a_call_without_room_waits_for_the_batch() -> None:
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     if not (model_dir() / CATALOG["smollm2-135m"].filename).is_file():
         pytest.skip("SmolLM2-135M is not installed; run: moa models pull smollm2-135m")
-    small = LocalProvider(settings=LocalSettings(n_ctx=1024, batch=2))  # rows of 512 cells
+    small = LocalProvider(settings=LocalSettings(n_ctx=512, batch=2))  # rows of 512 cells
     try:
         long = await running(small, max_tokens=400)
         # A row is free, but its prompt and 500 tokens do not fit one: it waits, then goes alone.

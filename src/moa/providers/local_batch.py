@@ -114,13 +114,16 @@ class _Row:
 
 
 class BatchDecoder:
-    """A llama.cpp context for ``n_seq`` sequences of one loaded model (``llm``)."""
+    """A llama.cpp context for ``n_seq`` sequences of one loaded model (``llm``), each with a
+    cache of ``row_ctx`` cells."""
 
-    def __init__(self, llama_cpp: ModuleType, llm: Any, *, n_seq: int, n_ctx: int, threads: int):
+    def __init__(
+        self, llama_cpp: ModuleType, llm: Any, *, n_seq: int, row_ctx: int, threads: int
+    ) -> None:
         self.llama_cpp = llama_cpp
         self.llm = llm
         self.n_seq = n_seq
-        self.row_ctx = max(n_ctx // n_seq, 1)
+        self.row_ctx = row_ctx
         """Cache cells of one row: each sequence has a cache of its own."""
         # The settings llama-cpp-python gave the model's own context, for the same numbers.
         params = type(llm.context_params).from_buffer_copy(llm.context_params)

@@ -316,8 +316,9 @@ class LocalModel:
             return False
         batch = [self._batch_call(entry) for entry in calls]
         if self._batch is None:
+            # Every row has the window a call alone has.
             self._batch = BatchDecoder(
-                self._llama_cpp, self._llm, n_seq=n_seq, n_ctx=self.n_ctx, threads=self.threads
+                self._llama_cpp, self._llm, n_seq=n_seq, row_ctx=self.n_ctx, threads=self.threads
             )
         if not self._batch.fits(batch):
             return False

@@ -52,11 +52,13 @@ class LocalSettings(BaseModel):
     parallel: int | None = Field(default=None, ge=1)
     """How many local generations may run at once (default: 1 on up to four cores)."""
     n_ctx: int = Field(default=4096, ge=256)
-    """Context window, in tokens, of each loaded model."""
+    """Context window, in tokens, of each call: of a loaded model, and of each row of its
+    batch."""
     batch: int = Field(default=1, ge=1, le=64)
     """Calls of one model decoded together when they wait for it at the same time (1: one
     at a time). A CPU reads the weights once per step whatever the number of sequences, so
-    four sampled answers cost far less than four times one; the context window is shared."""
+    four sampled answers cost far less than four times one. The batch's cache holds
+    ``batch * n_ctx`` cells, next to the model's own ``n_ctx``."""
     handover_s: float = Field(default=2.0, ge=0)
     """How long a running batch goes on taking waiting calls of its model once a call that
     cannot join it (another model's, or one that must go alone) waits for the CPU; then it
