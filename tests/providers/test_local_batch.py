@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from moa.engine.spec import MixtureSpec
 from moa.errors import ProviderError
 from moa.providers.catalog import CATALOG, model_dir
 from moa.providers.local import LocalProvider
+from moa.providers.local_batch import BatchStats
 from moa.providers.local_model import Entry, LocalModel, MoreEntries
 from moa.providers.registry import ProviderRegistry
 from moa.providers.settings import LocalSettings
@@ -127,6 +129,20 @@ def samples(model: str, seeds: Sequence[int]) -> list[CompletionRequest]:
     return [request(model, temperature=0.7, seed=s, max_tokens=16) for s in seeds]
 
 
+def test_batch_stats_subtract_and_describe_themselves() -> None:
+    total = BatchStats(
+        calls=5, prompt_tokens=900, prompt_s=3.0, steps=40, row_steps=120, step_s=4.0, wall_s=8.0
+    )
+    earlier = BatchStats(calls=1, prompt_tokens=300, prompt_s=1.0, steps=10, row_steps=20, wall_s=2)
+    since = total - earlier
+    assert (since.calls, since.prompt_tokens, since.steps, since.row_steps) == (4, 600, 30, 100)
+    assert since.describe() == (
+        "4 calls in 6s; 600 prompt tokens in 2.0s (300/s); "
+        "30 steps of 3.3 rows in 4.0s (25.0 tokens/s); 0.0s besides"
+    )
+    assert BatchStats().describe().startswith("0 calls in 0s; 0 prompt tokens in 0.0s (0/s)")
+
+
 async def test_calls_waiting_together_share_one_batch(recorder: Recorder, gguf: str) -> None:
     provider = LocalProvider(settings=LocalSettings(batch=4))
     answers = await asyncio.gather(*(provider.complete(r) for r in samples(gguf, [1, 2, 3, 4])))
@@ -166,7 +182,9 @@ async def test_two_models_called_together_each_fill_their_own_batch(
         {"layers": [agents], "aggregator": {"model": f"local:{gguf}"}}
     )
     await Mixture(spec, ProviderRegistry().add("local", provider)).arun("Hi")
-    assert recorder.groups[:2] == [4, 4] and recorder.alone == 0
+    # Each model's four were in its batch at once (some may have joined it after its start).
+    assert recorder.most_rows == 4 and recorder.alone == 0
+    assert sum(recorder.groups) + len(recorder.joined_later) == 9  # with the aggregator
     assert provider.max_concurrency == 4
     assert provider.concurrency_key(request(gguf)) != provider.concurrency_key(request("x"))
 
@@ -325,7 +343,7 @@ async def test_real_batch_answers_each_call_with_its_own_settings(
 
 @pytest.mark.slow
 async def test_real_batched_samples_are_whole_answers(
-    pair: tuple[LocalProvider, LocalProvider],
+    pair: tuple[LocalProvider, LocalProvider], caplog: pytest.LogCaptureFixture
 ) -> None:
     # Sampling in a batch is not bit-for-bit that of a call alone (nor of another batch):
     # the same seed gives an answer from the same distribution, not the same text.
@@ -334,10 +352,23 @@ async def test_real_batched_samples_are_whole_answers(
     sampled = [
         request("smollm2-135m", story, temperature=0.9, seed=s, max_tokens=24) for s in (1, 2, 3)
     ]
-    answers = await asyncio.gather(*(batching.complete(r) for r in sampled))
+    with caplog.at_level(logging.DEBUG, logger="moa.providers.local_batch"):
+        answers = await asyncio.gather(*(batching.complete(r) for r in sampled))
+        # The batch logs as it ends, on its thread, just after its last call has returned.
+        for _ in range(100):
+            if any("(ended after" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.05)
     for answer in answers:
         assert answer.text.strip() and answer.finish_reason in ("stop", "length")
         assert 0 < answer.usage.completion_tokens <= 24
+    # The three rows shared one evaluation of their prompt; each step decoded a token of
+    # every row (a row's last token, sampled after its last step, is not decoded).
+    stats = next(iter(batching._models.values()))._batch.stats
+    generated = sum(a.usage.completion_tokens for a in answers)
+    assert stats.calls >= 3 and stats.prompt_tokens >= answers[0].usage.prompt_tokens
+    assert generated - 3 <= stats.row_steps and stats.steps <= stats.row_steps
+    assert any("batch of smollm2-135m (ended after" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 import typer
@@ -66,6 +68,24 @@ _ROOT_OPTIONS = frozenset(("--help", "--version"))
 def main(argv: list[str] | None = None) -> None:
     """Entry point: anything but a command or ``--help``/``--version`` is ``moa run ...``."""
     args = list(sys.argv[1:] if argv is None else argv)
+    _log_to_stderr(os.environ.get("MOA_LOG", ""))
     if args and args[0] not in _subcommands() and args[0] not in _ROOT_OPTIONS:
         args.insert(0, "run")
     app(args=args, prog_name="moa")
+
+
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_to_stderr(level: str) -> None:
+    """``$MOA_LOG`` (debug, info, warning, error): the library's log lines go to stderr."""
+    if not level:
+        return
+    if level.lower() not in _LEVELS:
+        typer.echo(f"MOA_LOG must be one of {', '.join(_LEVELS)}, not {level!r}", err=True)
+        raise SystemExit(2)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    root = logging.getLogger("moa")
+    root.addHandler(handler)
+    root.setLevel(level.upper())

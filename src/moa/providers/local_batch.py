@@ -19,13 +19,20 @@ call, so a sampled token can differ between the two.
 from __future__ import annotations
 
 import codecs
+import logging
 import random
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from types import ModuleType
 from typing import Any
 
-__all__ = ["BATCHABLE", "Accept", "BatchCall", "BatchDecoder", "More"]
+__all__ = ["BATCHABLE", "Accept", "BatchCall", "BatchDecoder", "BatchStats", "More"]
+
+logger = logging.getLogger(__name__)
+
+_LOG_EVERY_S = 60.0
+"""A running batch logs what it did (at DEBUG) this often, and when it ends."""
 
 BATCHABLE = frozenset({"temperature", "top_p", "max_tokens", "stop", "seed"})
 """Call parameters a batched sequence honours; a call with any other goes alone."""
@@ -89,6 +96,37 @@ class _Text:
         self.pending = ""
 
 
+@dataclass
+class BatchStats:
+    """What a batch context has done: prompt evaluation and decoding steps, and their time."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    """Prompt tokens evaluated (a prompt shared by rows that entered together counts once)."""
+    prompt_s: float = 0.0
+    steps: int = 0
+    row_steps: int = 0
+    """Tokens decoded: each step decodes one token of every row in it."""
+    step_s: float = 0.0
+    wall_s: float = 0.0
+
+    def __sub__(self, other: BatchStats) -> BatchStats:
+        return BatchStats(
+            **{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)}
+        )
+
+    def describe(self) -> str:
+        rows = self.row_steps / self.steps if self.steps else 0.0
+        return (
+            f"{self.calls} calls in {self.wall_s:.0f}s; "
+            f"{self.prompt_tokens} prompt tokens in {self.prompt_s:.1f}s "
+            f"({self.prompt_tokens / self.prompt_s if self.prompt_s else 0:.0f}/s); "
+            f"{self.steps} steps of {rows:.1f} rows in {self.step_s:.1f}s "
+            f"({self.row_steps / self.step_s if self.step_s else 0:.1f} tokens/s); "
+            f"{max(self.wall_s - self.prompt_s - self.step_s, 0):.1f}s besides"
+        )
+
+
 Accept = Callable[[BatchCall], bool]
 More = Callable[[int, Accept], list[BatchCall]]
 """Asked between steps while rows are free: ``more(free rows, accept)`` returns the
@@ -118,10 +156,18 @@ class BatchDecoder:
     cache of ``row_ctx`` cells."""
 
     def __init__(
-        self, llama_cpp: ModuleType, llm: Any, *, n_seq: int, row_ctx: int, threads: int
+        self,
+        llama_cpp: ModuleType,
+        llm: Any,
+        *,
+        n_seq: int,
+        row_ctx: int,
+        threads: int,
+        label: str = "a model",
     ) -> None:
         self.llama_cpp = llama_cpp
         self.llm = llm
+        self.label = label
         self.n_seq = n_seq
         self.row_ctx = row_ctx
         """Cache cells of one row: each sequence has a cache of its own."""
@@ -144,6 +190,8 @@ class BatchDecoder:
             raise RuntimeError("llama.cpp could not create a context for batched decoding")
         self.batch = llama_cpp.llama_batch_init(max(self.n_batch, n_seq), 0, n_seq)
         self.vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self.stats = BatchStats()
+        """Everything this context has done (see :meth:`run` for its log lines)."""
 
     def close(self) -> None:
         if self.ctx:
@@ -172,10 +220,17 @@ class BatchDecoder:
         lib.llama_memory_clear(lib.llama_get_memory(self.ctx), True)
         free = list(range(self.n_seq - 1, -1, -1))  # sequence ids, the lowest taken first
         alive: list[_Row] = []  # rows holding a sampler, freed as they leave or at the end
+        started = logged_at = time.perf_counter()
+        logged = replace(self.stats)
         try:
             rows: list[_Row] = []
             joining = list(sequences)
             while True:
+                now = time.perf_counter()
+                if now - logged_at >= _LOG_EVERY_S:
+                    self.stats.wall_s += now - logged_at
+                    self._log(self.stats - logged, "running")
+                    logged, logged_at = replace(self.stats), now
                 step: list[tuple[_Row, int]] = []
                 for row in rows:
                     token = self._next(row)
@@ -187,6 +242,7 @@ class BatchDecoder:
                 if more is not None and len(going) + len(joining) < self.n_seq:
                     joining += more(self.n_seq - len(going) - len(joining), self._fits_row)
                 entering = self._enter(joining, free, alive)
+                self.stats.calls += len(entering)
                 joining = []
                 if not step and not entering:
                     return
@@ -195,6 +251,12 @@ class BatchDecoder:
         finally:
             for row in alive:
                 lib.llama_sampler_free(row.sampler)
+            self.stats.wall_s += time.perf_counter() - logged_at
+            self._log(self.stats - logged, f"ended after {time.perf_counter() - started:.0f}s")
+
+    def _log(self, stats: BatchStats, state: str) -> None:
+        if stats.calls or stats.steps or stats.prompt_tokens:
+            logger.debug("batch of %s (%s): %s", self.label, state, stats.describe())
 
     def _next(self, row: _Row) -> int | None:
         """Sample ``row``'s next token; None when its answer ends here (or it was cancelled)."""
@@ -268,7 +330,12 @@ class BatchDecoder:
             self._put(index, row.call.prompt[-1], row.position - 1, row.seq_id, logits=True)
             row.logits_at = index
         self.batch.n_tokens = len(step) + len(owners)
+        started = time.perf_counter()
         self._decode()
+        self.stats.step_s += time.perf_counter() - started
+        self.stats.steps += 1
+        self.stats.row_steps += len(step)
+        self.stats.prompt_tokens += len(owners)  # the last token of each new prompt
         memory = self.llama_cpp.llama_get_memory(self.ctx)
         for row in entering:
             if row.owner is not None:
@@ -277,12 +344,15 @@ class BatchDecoder:
 
     def _evaluate(self, tokens: list[int], seq_id: int) -> None:
         """Feed ``tokens`` (positions 0...) to sequence ``seq_id``, in chunks, without logits."""
+        started = time.perf_counter()
         for start in range(0, len(tokens), self.n_batch):
             chunk = tokens[start : start + self.n_batch]
             for j, token in enumerate(chunk):
                 self._put(j, token, start + j, seq_id, logits=False)
             self.batch.n_tokens = len(chunk)
             self._decode()
+        self.stats.prompt_s += time.perf_counter() - started
+        self.stats.prompt_tokens += len(tokens)
 
     def _put(self, row: int, token: int, position: int, seq_id: int, *, logits: bool) -> None:
         batch = self.batch

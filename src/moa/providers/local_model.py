@@ -318,7 +318,12 @@ class LocalModel:
         if self._batch is None:
             # Every row has the window a call alone has.
             self._batch = BatchDecoder(
-                self._llama_cpp, self._llm, n_seq=n_seq, row_ctx=self.n_ctx, threads=self.threads
+                self._llama_cpp,
+                self._llm,
+                n_seq=n_seq,
+                row_ctx=self.n_ctx,
+                threads=self.threads,
+                label=self.label,
             )
         if not self._batch.fits(batch):
             return False

@@ -1,0 +1,40 @@
+"""$MOA_LOG: the library's log lines on stderr."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from moa.cli.main import main
+
+
+@pytest.fixture
+def moa_logger() -> Iterator[logging.Logger]:
+    logger = logging.getLogger("moa")
+    handlers, level = list(logger.handlers), logger.level
+    yield logger
+    logger.handlers[:], logger.level = handlers, level
+
+
+def test_moa_log_sends_the_library_s_lines_to_stderr(
+    monkeypatch: pytest.MonkeyPatch, moa_logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MOA_LOG", "DEBUG")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code in (0, None) and moa_logger.level == logging.DEBUG
+    logging.getLogger("moa.providers.local_batch").debug("batch of m (running): 2 calls")
+    assert "moa.providers.local_batch: batch of m (running): 2 calls" in capsys.readouterr().err
+
+
+def test_an_unknown_moa_log_level_is_an_error_naming_the_levels(
+    monkeypatch: pytest.MonkeyPatch, moa_logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MOA_LOG", "loud")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert "MOA_LOG must be one of debug, info, warning, error, not 'loud'" in error
