@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from moa.engine.spec import MixtureSpec
 from moa.errors import ProviderError
 from moa.providers.catalog import CATALOG, model_dir
 from moa.providers.local import LocalProvider
-from moa.providers.local_batch import BatchStats
+from moa.providers.local_batch import BatchStats, _runs
 from moa.providers.local_model import Entry, LocalModel, MoreEntries
 from moa.providers.registry import ProviderRegistry
 from moa.providers.settings import LocalSettings
@@ -130,16 +131,15 @@ def samples(model: str, seeds: Sequence[int]) -> list[CompletionRequest]:
 
 
 def test_batch_stats_subtract_and_describe_themselves() -> None:
-    total = BatchStats(
-        calls=5, prompt_tokens=900, prompt_s=3.0, steps=40, row_steps=120, step_s=4.0, wall_s=8.0
-    )
-    earlier = BatchStats(calls=1, prompt_tokens=300, prompt_s=1.0, steps=10, row_steps=20, wall_s=2)
+    total = BatchStats(5, 900, 3.0, steps=40, row_steps=120, step_s=4.0, passes=45, wall_s=8.0)
+    earlier = BatchStats(1, 300, 1.0, steps=10, row_steps=20, passes=10, wall_s=2)
     since = total - earlier
     assert (since.calls, since.prompt_tokens, since.steps, since.row_steps) == (4, 600, 30, 100)
     assert since.describe() == (
         "4 calls in 6s; 600 prompt tokens in 2.0s (300/s); "
-        "30 steps of 3.3 rows in 4.0s (25.0 tokens/s); 0.0s besides"
+        "30 steps of 3.3 rows (1.2 passes) in 4.0s (25.0 tokens/s); 0.0s besides"
     )
+    assert [_runs(ids) for ids in ([0, 1, 2, 5, 6], [3], [0, 2, 4], [])] == [2, 1, 3, 0]
     assert BatchStats().describe().startswith("0 calls in 0s; 0 prompt tokens in 0.0s (0/s)")
 
 
@@ -368,6 +368,7 @@ async def test_real_batched_samples_are_whole_answers(
     generated = sum(a.usage.completion_tokens for a in answers)
     assert stats.calls >= 3 and stats.prompt_tokens >= answers[0].usage.prompt_tokens
     assert generated - 3 <= stats.row_steps and stats.steps <= stats.row_steps
+    assert stats.passes == stats.steps  # the rows' ids follow one another in every step
     assert any("batch of smollm2-135m (ended after" in r.getMessage() for r in caplog.records)
 
 
@@ -406,6 +407,29 @@ async def running(provider: LocalProvider, *, max_tokens: int) -> asyncio.Task[C
     )
     await asyncio.sleep(0.5)
     return task
+
+
+@pytest.mark.slow
+async def test_real_a_row_that_leaves_makes_room_for_the_last_one(
+    pair: tuple[LocalProvider, LocalProvider],
+) -> None:
+    # Rows 0, 1, 2: row 1 ends first, row 2 moves into its cells, so every later step is
+    # over rows 0 and 1, one pass over the weights; row 2's story goes on from its own cells.
+    batching, _ = pair
+    model = next(iter(batching._models.values()))
+    before = replace(model._batch.stats)
+    story = request("smollm2-135m", STORY, max_tokens=60, temperature=0.0)
+    short = request("smollm2-135m", max_tokens=4, temperature=0.0)
+    answers = await asyncio.gather(*(batching.complete(r) for r in (story, short, story)))
+    for _ in range(100):  # the batch's last accounting comes just after its last call returns
+        if model._batch.stats.wall_s > before.wall_s:
+            break
+        await asyncio.sleep(0.05)
+    done = model._batch.stats - before
+    assert done.calls == 3 and done.passes == done.steps
+    assert answers[1].usage.completion_tokens == 4
+    for answer in (answers[0], answers[2]):
+        assert answer.usage.completion_tokens == 60 and "lighthouse" in answer.text.lower()
 
 
 @pytest.mark.slow

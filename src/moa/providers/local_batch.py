@@ -108,6 +108,8 @@ class BatchStats:
     row_steps: int = 0
     """Tokens decoded: each step decodes one token of every row in it."""
     step_s: float = 0.0
+    passes: int = 0
+    """Runs of consecutive sequence ids in the steps: llama.cpp reads the weights once each."""
     wall_s: float = 0.0
 
     def __sub__(self, other: BatchStats) -> BatchStats:
@@ -121,7 +123,8 @@ class BatchStats:
             f"{self.calls} calls in {self.wall_s:.0f}s; "
             f"{self.prompt_tokens} prompt tokens in {self.prompt_s:.1f}s "
             f"({self.prompt_tokens / self.prompt_s if self.prompt_s else 0:.0f}/s); "
-            f"{self.steps} steps of {rows:.1f} rows in {self.step_s:.1f}s "
+            f"{self.steps} steps of {rows:.1f} rows "
+            f"({self.passes / self.steps if self.steps else 0:.1f} passes) in {self.step_s:.1f}s "
             f"({self.row_steps / self.step_s if self.step_s else 0:.1f} tokens/s); "
             f"{max(self.wall_s - self.prompt_s - self.step_s, 0):.1f}s besides"
         )
@@ -284,14 +287,23 @@ class BatchDecoder:
         """The row's answer is over: its last text goes out; its sampler, cells and id are freed.
 
         Freed now, not when the batch ends: a batch that keeps taking calls outlives many rows.
+        The row with the highest id then moves into the freed one (its cells are copied), so
+        the ids in use stay 0, 1, 2, ...: a step over them is one pass over the weights.
         """
         lib = self.llama_cpp
+        memory = lib.llama_get_memory(self.ctx)
         alive.remove(row)
         lib.llama_sampler_free(row.sampler)
         row.text.flush()
         row.call.on_end()
-        lib.llama_memory_seq_rm(lib.llama_get_memory(self.ctx), row.seq_id, -1, -1)
-        free.append(row.seq_id)
+        lib.llama_memory_seq_rm(memory, row.seq_id, -1, -1)
+        freed = row.seq_id
+        top = max(alive, key=lambda other: other.seq_id, default=None)
+        if top is not None and top.seq_id > freed:
+            lib.llama_memory_seq_cp(memory, top.seq_id, freed, -1, -1)
+            lib.llama_memory_seq_rm(memory, top.seq_id, -1, -1)
+            freed, top.seq_id = top.seq_id, freed
+        free.append(freed)
         free.sort(reverse=True)
 
     def _enter(self, calls: Sequence[BatchCall], free: list[int], alive: list[_Row]) -> list[_Row]:
@@ -306,7 +318,7 @@ class BatchDecoder:
             key = tuple(call.prompt)
             row = _Row(
                 call,
-                free.pop(),
+                -1,
                 self._sampler(call.kwargs),
                 _Text(call.stop, call.emit),
                 len(call.prompt),
@@ -316,24 +328,34 @@ class BatchDecoder:
             rows.append(row)
             if row.owner is None:
                 owners[key] = row
-                self._evaluate(call.prompt[:-1], row.seq_id)
+        # Owners take the lower ids: the step that decodes their prompts' last tokens (the
+        # copies have none yet) then covers consecutive ids, one pass over the weights.
+        for row in sorted(rows, key=lambda row: row.owner is not None):
+            row.seq_id = free.pop()
+        for row in owners.values():
+            self._evaluate(row.call.prompt[:-1], row.seq_id)
         return rows
 
     def _decode_step(self, step: list[tuple[_Row, int]], entering: list[_Row]) -> None:
         """One decode: each going row's new token and each new prompt's last token."""
         owners = [row for row in entering if row.owner is None]
-        for index, (row, token) in enumerate(step):
-            self._put(index, token, row.position, row.seq_id, logits=True)
+        tokens = [(row, token, row.position) for row, token in step]
+        tokens += [(row, row.call.prompt[-1], row.position - 1) for row in owners]
+        for row, _ in step:
             row.position += 1
+        # In order of sequence id: with a cache per sequence, llama.cpp puts into one pass over
+        # the weights only sequences whose ids follow one another in the batch, so a batch in
+        # any other order (rows leave and join in any order) costs a pass for every break.
+        tokens.sort(key=lambda entry: entry[0].seq_id)
+        for index, (row, token, position) in enumerate(tokens):
+            self._put(index, token, position, row.seq_id, logits=True)
             row.logits_at = index
-        for index, row in enumerate(owners, start=len(step)):
-            self._put(index, row.call.prompt[-1], row.position - 1, row.seq_id, logits=True)
-            row.logits_at = index
-        self.batch.n_tokens = len(step) + len(owners)
+        self.batch.n_tokens = len(tokens)
         started = time.perf_counter()
         self._decode()
         self.stats.step_s += time.perf_counter() - started
         self.stats.steps += 1
+        self.stats.passes += _runs([row.seq_id for row, _, _ in tokens])
         self.stats.row_steps += len(step)
         self.stats.prompt_tokens += len(owners)  # the last token of each new prompt
         memory = self.llama_cpp.llama_get_memory(self.ctx)
@@ -389,3 +411,8 @@ class BatchDecoder:
         seed = random.randrange(2**31) if seed is None else int(seed) & 0xFFFFFFFF
         lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
         return chain
+
+
+def _runs(ids: Sequence[int]) -> int:
+    """How many runs of consecutive numbers ``ids`` (sorted) makes: [0, 1, 2, 5, 6] makes 2."""
+    return sum(1 for i, value in enumerate(ids) if i == 0 or value != ids[i - 1] + 1)
