@@ -25,6 +25,9 @@ def test_moa_log_sends_the_library_s_lines_to_stderr(
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code in (0, None) and moa_logger.level == logging.DEBUG
+    with pytest.raises(SystemExit):
+        main(["--version"])  # a second run in the same process adds no second handler
+    assert len(moa_logger.handlers) == 1
     logging.getLogger("moa.providers.local_batch").debug("batch of m (running): 2 calls")
     assert "moa.providers.local_batch: batch of m (running): 2 calls" in capsys.readouterr().err
 

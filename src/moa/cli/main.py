@@ -84,8 +84,10 @@ def _log_to_stderr(level: str) -> None:
     if level.lower() not in _LEVELS:
         typer.echo(f"MOA_LOG must be one of {', '.join(_LEVELS)}, not {level!r}", err=True)
         raise SystemExit(2)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
     root = logging.getLogger("moa")
-    root.addHandler(handler)
     root.setLevel(level.upper())
+    if not any(getattr(h, "moa_log", False) for h in root.handlers):  # once per process
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        handler.moa_log = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
