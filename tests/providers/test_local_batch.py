@@ -318,6 +318,21 @@ def pair() -> Iterator[tuple[LocalProvider, LocalProvider]]:
         asyncio.run(provider.unload())
 
 
+async def batched(
+    provider: LocalProvider, requests: Sequence[CompletionRequest]
+) -> tuple[list[Completion], BatchStats]:
+    """Answers to ``requests`` sent together, and what SmolLM2's batch context did meanwhile."""
+    model = provider._model("smollm2-135m")
+    before = replace(model._batch.stats) if model._batch is not None else BatchStats()
+    answers = await asyncio.gather(*(provider.complete(r) for r in requests))
+    for _ in range(100):  # the batch's last accounting comes just after its last call returns
+        if model._batch is not None and model._batch.stats.wall_s > before.wall_s:
+            break
+        await asyncio.sleep(0.05)
+    assert model._batch is not None
+    return answers, model._batch.stats - before
+
+
 @pytest.mark.slow
 async def test_real_batch_answers_each_call_with_its_own_settings(
     pair: tuple[LocalProvider, LocalProvider],
@@ -330,9 +345,10 @@ async def test_real_batch_answers_each_call_with_its_own_settings(
         "smollm2-135m", (Message("user", "Count from one to ten."),), max_tokens=3, seed=7
     )
     one_line = request("smollm2-135m", temperature=0.0, max_tokens=40, stop=["\n"])
-    answers = await asyncio.gather(
-        *(batching.complete(r) for r in (greedy, greedy, count, one_line))
-    )
+    answers, done = await batched(batching, (greedy, greedy, count, one_line))
+    # The shared prompt's owner took a lower id than its copy: the step that decoded the new
+    # prompts' last tokens (none for the copy) was over consecutive ids, one pass.
+    assert done.calls == 4 and done.passes == done.steps
     # Both copies of the shared prompt answer it (a batch's numbers may differ in the last
     # bits between rows, so the two greedy texts are not compared letter for letter).
     for answer in answers[:2]:
@@ -357,7 +373,7 @@ async def test_real_batched_samples_are_whole_answers(
         request("smollm2-135m", story, temperature=0.9, seed=s, max_tokens=24) for s in (1, 2, 3)
     ]
     with caplog.at_level(logging.DEBUG, logger="moa.providers.local_batch"):
-        answers = await asyncio.gather(*(batching.complete(r) for r in sampled))
+        answers, stats = await batched(batching, sampled)
         # The batch logs as it ends, on its thread, just after its last call has returned.
         for _ in range(100):
             if any("(ended after" in r.getMessage() for r in caplog.records):
@@ -368,9 +384,8 @@ async def test_real_batched_samples_are_whole_answers(
         assert 0 < answer.usage.completion_tokens <= 24
     # The three rows shared one evaluation of their prompt; each step decoded a token of
     # every row (a row's last token, sampled after its last step, is not decoded).
-    stats = next(iter(batching._models.values()))._batch.stats
     generated = sum(a.usage.completion_tokens for a in answers)
-    assert stats.calls >= 3 and stats.prompt_tokens >= answers[0].usage.prompt_tokens
+    assert stats.calls == 3 and stats.prompt_tokens == answers[0].usage.prompt_tokens
     assert generated - 3 <= stats.row_steps and stats.steps <= stats.row_steps
     assert stats.passes == stats.steps  # the rows' ids follow one another in every step
     assert any("batch of smollm2-135m (ended after" in r.getMessage() for r in caplog.records)
@@ -420,16 +435,9 @@ async def test_real_a_row_that_leaves_makes_room_for_the_last_one(
     # Rows 0, 1, 2: row 1 ends first, row 2 moves into its cells, so every later step is
     # over rows 0 and 1, one pass over the weights; row 2's story goes on from its own cells.
     batching, _ = pair
-    model = next(iter(batching._models.values()))
-    before = replace(model._batch.stats)
     story = request("smollm2-135m", STORY, max_tokens=60, temperature=0.0)
     short = request("smollm2-135m", max_tokens=4, temperature=0.0)
-    answers = await asyncio.gather(*(batching.complete(r) for r in (story, short, story)))
-    for _ in range(100):  # the batch's last accounting comes just after its last call returns
-        if model._batch.stats.wall_s > before.wall_s:
-            break
-        await asyncio.sleep(0.05)
-    done = model._batch.stats - before
+    answers, done = await batched(batching, (story, short, story))
     assert done.calls == 3 and done.passes == done.steps
     assert answers[1].usage.completion_tokens == 4
     for answer in (answers[0], answers[2]):

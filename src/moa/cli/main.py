@@ -86,8 +86,11 @@ def _log_to_stderr(level: str) -> None:
         raise SystemExit(2)
     root = logging.getLogger("moa")
     root.setLevel(level.upper())
-    if not any(getattr(h, "moa_log", False) for h in root.handlers):  # once per process
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):  # once per process
+        handler = _StderrHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-        handler.moa_log = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler ``$MOA_LOG`` adds."""
