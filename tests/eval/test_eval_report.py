@@ -11,6 +11,7 @@ from eval_helpers import FIXTURES
 from moa.errors import ConfigError
 from moa.eval import EvalOptions, EvalRun
 from moa.eval.report import write_report
+from moa.eval.summary import RunSummary
 from moa.providers.cache import CachingRegistry
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -71,19 +72,26 @@ def test_report_needs_a_run(tmp_path: Path) -> None:
         write_report(tmp_path)
 
 
-def test_strategies_are_systems_too(tmp_path: Path, registry: CachingRegistry) -> None:
-    config = tmp_path / "vote.yaml"
-    config.write_text(
-        "name: vote\n"
-        'aggregator: {model: "fake:agg"}\n'
-        "strategy: {type: vote, samples: 3, model: {model: 'fake:strong'}}\n"
-    )
+def _report_of(config: str, tmp_path: Path, registry: CachingRegistry) -> tuple[RunSummary, Path]:
+    """The report of one system, given as YAML, on the mini GSM8K set (no single baselines)."""
+    path = tmp_path / "system.yaml"
+    path.write_text(config)
     out = tmp_path / "out"
     options = EvalOptions(
-        "gsm8k", str(FIXTURES / "gsm8k_mini.jsonl"), out, systems=[str(config)], baselines=False
+        "gsm8k", str(FIXTURES / "gsm8k_mini.jsonl"), out, systems=[str(path)], baselines=False
     )
     EvalRun(options, registry=registry).run()
-    summary = write_report(out)
+    return write_report(out), out
+
+
+def test_strategies_are_systems_too(tmp_path: Path, registry: CachingRegistry) -> None:
+    summary, out = _report_of(
+        "name: vote\n"
+        'aggregator: {model: "fake:agg"}\n'
+        "strategy: {type: vote, samples: 3, model: {model: 'fake:strong'}}\n",
+        tmp_path,
+        registry,
+    )
     vote = summary.systems[0]
     assert not vote.single and vote.score is not None and vote.score.mean == 100
     assert vote.vote is not None and vote.oracle is not None
@@ -107,3 +115,26 @@ def test_an_unfinished_run_is_compared_on_shared_items(
     weak = summary.finished["fake:weak"]
     assert weak is not None and weak.n == 4  # it answered both of the second block's items
     assert "the 2 items all of them finished" in (out / "report.md").read_text()
+
+
+def test_each_agent_shows_its_own_accuracy_and_its_cut_replies(
+    tmp_path: Path, registry: CachingRegistry
+) -> None:
+    summary, out = _report_of(
+        "name: cut\n"
+        "layers:\n"
+        '  - [{model: "fake:weak"}, {model: "fake:strong", max_tokens: 3}]\n'
+        'aggregator: {model: "fake:agg"}\n',
+        tmp_path,
+        registry,
+    )
+    weak, strong, aggregator = summary.systems[0].agents
+    assert (weak.model, weak.calls, weak.right, weak.at_limit) == ("fake:weak", 6, 50.0, 0.0)
+    # Three tokens end the strong model's reply before its answer line: right on no item.
+    assert (strong.model, strong.right, strong.at_limit) == ("fake:strong", 0.0, 100.0)
+    assert strong.completion_tokens == 3
+    assert (aggregator.role, aggregator.layer, aggregator.right) == ("aggregator", 2, 50.0)
+    report = (out / "report.md").read_text()
+    assert "| cut | layer 1 proposer 2 | `fake:strong` | 6 | 0.0 | 100.0 | 3 |" in report
+    data = json.loads((out / "summary.json").read_text())
+    assert data["systems"][0]["agents"][1]["at_limit"] == 100.0

@@ -153,6 +153,7 @@ def render_markdown(summary: RunSummary, plots: list[Path], out: Path) -> str:
         )
         lines.append("")
     lines += _pairs_table(summary, digits)
+    lines += _agents_table(summary)
     categories = _category_table(summary, digits)
     lines += categories
     if plots:
@@ -193,6 +194,40 @@ def _pairs_table(summary: RunSummary, digits: int) -> list[str]:
                 "–" if pair.p_value is None else f"{pair.p_value:.3g}",
             ]
         lines.append("| " + " | ".join(row) + " |")
+    return [*lines, ""]
+
+
+def _agents_table(summary: RunSummary) -> list[str]:
+    """Every system's agents: how often each one's own reply was right, and ran out of tokens."""
+    if not any(s.agents for s in summary.systems):
+        return []
+    exact = summary.kind == "exact"
+    header = ["system", "agent", "model", "calls"]
+    header += ["right %"] if exact else []
+    header += ["stopped at max_tokens %", "completion tokens/call"]
+    lines = [
+        "## By agent",
+        "",
+        "Each call position of each system over its items"
+        + (": how often the agent's own reply held the right answer, " if exact else ": ")
+        + "how often it stopped at its `max_tokens` limit rather than finishing, and how long "
+        "it wrote. A proposer cut short often loses its final answer, for the vote and for the "
+        "aggregator alike.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for system in summary.ranked():
+        for agent in system.agents:
+            row = [
+                system.name,
+                "alone" if system.single else f"layer {agent.layer} {agent.role} {agent.index + 1}",
+                f"`{agent.model}`",
+                str(agent.calls),
+            ]
+            row += [_num(agent.right)] if exact else []
+            row += [_num(agent.at_limit), _num(agent.completion_tokens, 0)]
+            lines.append("| " + " | ".join(row) + " |")
     return [*lines, ""]
 
 

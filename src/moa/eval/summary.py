@@ -30,9 +30,33 @@ from moa.eval.stats import (
     win_rate,
 )
 
-__all__ = ["PairedComparison", "RunSummary", "SystemSummary", "load_run", "summarize"]
+__all__ = [
+    "AgentSummary",
+    "PairedComparison",
+    "RunSummary",
+    "SystemSummary",
+    "load_run",
+    "summarize",
+]
 
 _WORST = {"exact": 0.0, "pairwise": 0.0, "graded": 1.0}
+
+
+@dataclass(frozen=True)
+class AgentSummary:
+    """One agent of a system (a position in its layers, and the model there) over its calls."""
+
+    layer: int
+    role: str
+    index: int
+    model: str
+    calls: int
+    right: float | None
+    """Percent of its calls whose own reply held the right answer (exact-answer tasks)."""
+    at_limit: float
+    """Percent of its calls that stopped at ``max_tokens`` (``finish_reason: length``)."""
+    completion_tokens: float
+    """Mean completion tokens per call."""
 
 
 @dataclass
@@ -61,6 +85,7 @@ class SystemSummary:
     latency_p95: float = math.nan
     ttft_p50: float = math.nan
     replayed: int = 0
+    agents: list[AgentSummary] = field(default_factory=list)
 
     @property
     def tokens(self) -> float:
@@ -70,6 +95,7 @@ class SystemSummary:
         out: dict[str, Any] = {}
         for name, value in self.__dict__.items():
             out[name] = value.to_dict() if isinstance(value, Estimate) else value
+        out["agents"] = [dict(a.__dict__) for a in self.agents]
         return out
 
 
@@ -225,7 +251,37 @@ def _fill(
             k: sum(v) / len(v) * factor for k, v in sorted(per_category.items()) if k
         }
     _costs(summary, [r for r in records if not r.get("error")])
+    summary.agents = _agents([r for r in records if not r.get("error")])
     return scores
+
+
+def _agents(records: list[dict[str, Any]]) -> list[AgentSummary]:
+    """Each agent's calls over the items: its own accuracy, and how often it ran out of tokens."""
+    calls: dict[tuple[int, str, int, str], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        for call in record.get("calls", []):
+            if not call.get("error"):
+                key = (int(call["layer"]), str(call["role"]), int(call["index"]), call["model"])
+                calls[key].append(call)
+    agents = []
+    for (layer, role, index, model), group in sorted(
+        calls.items(), key=lambda kv: (kv[0][0], kv[0][1] != "proposer", kv[0][2], kv[0][3])
+    ):
+        judged = [bool(c["correct"]) for c in group if c.get("correct") is not None]
+        tokens = [c["usage"]["completion_tokens"] for c in group if c.get("usage")]
+        agents.append(
+            AgentSummary(
+                layer,
+                role,
+                index,
+                model,
+                len(group),
+                100.0 * sum(judged) / len(judged) if judged else None,
+                100.0 * sum(c.get("finish_reason") == "length" for c in group) / len(group),
+                sum(tokens) / len(tokens) if tokens else math.nan,
+            )
+        )
+    return agents
 
 
 def _pairwise(summary: SystemSummary, records: list[dict[str, Any]]) -> None:
