@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from moa.config import load_config
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -25,3 +27,14 @@ def test_readme_starts_with_the_two_commands() -> None:
 @pytest.mark.parametrize("block", [b for b in python_blocks() if "moa.testing" in b])
 def test_offline_readme_example_runs(block: str) -> None:
     exec(compile(block, str(README), "exec"), {})
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((README.parent / "docs" / "reports").glob("*/*.yaml")),
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
+def test_report_configs_still_load(path: Path) -> None:
+    """A report's configs (e.g. the one `moa select` chose) stay valid for `moa run --config`."""
+    config = load_config(path)
+    assert config.name
