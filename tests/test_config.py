@@ -92,6 +92,15 @@ def test_presets_load_and_have_the_expected_shapes() -> None:
     assert [len(layer.agents) for layer in lite.layers] == [6]
 
 
+def test_the_local_vote_preset_is_the_configuration_select_chose() -> None:
+    """The preset must stay the measured one: docs/reports/select-gsm8k-local/select.yaml."""
+    chosen = load_config(Path(__file__).parents[1] / "docs/reports/select-gsm8k-local/select.yaml")
+    preset = load_config("local-vote")
+    fields = {"name", "local"}  # how the run shared the CPU, not what it computes
+    assert preset.model_dump(exclude=fields) == chosen.model_dump(exclude=fields)
+    assert preset.local.batch == preset.strategy.model_dump()["samples"]
+
+
 def test_instruction_override(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "instruction: Merge these.\naggregator: {model: 'f:x'}"))
     assert config.spec().instruction == "Merge these."
