@@ -42,6 +42,7 @@ def test_models_without_a_subcommand_lists_presets_and_catalog(model_folder: Pat
     for preset in ("local", "together-moa", "together-moa-lite"):
         assert preset in out
     assert "local:qwen2.5-coder-1.5b (aggregator)" in out
+    assert "5 (vote)" in out and "local:qwen2.5-coder-1.5b (sampled 5 times)" in out
     for name in CATALOG:
         assert f"local:{name}" in out
     assert out.count("missing") == 3
@@ -110,6 +111,19 @@ def test_pull_a_config_uses_its_local_providers_and_model_dir(
     result = runner.invoke(app, ["models", "pull", str(config)])
     assert result.exit_code == 0, result.output
     assert pulled == [("qwen2.5-coder-0.5b", tmp_path / "mine")]
+
+
+def test_pull_a_config_pulls_the_model_its_strategy_samples(
+    tmp_path: Path, model_folder: Path, pulled: list[tuple[str, Path]]
+) -> None:
+    config = tmp_path / "self-moa.yaml"
+    config.write_text(
+        "aggregator: {model: 'local:qwen2.5-coder-1.5b'}\n"
+        "strategy: {type: self-moa, samples: 3, model: {model: 'local:qwen2.5-coder-0.5b'}}\n"
+    )
+    result = runner.invoke(app, ["models", "pull", str(config)])
+    assert result.exit_code == 0, result.output
+    assert [name for name, _ in pulled] == ["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]
 
 
 def test_pull_into_a_given_directory(

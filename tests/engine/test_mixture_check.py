@@ -205,3 +205,30 @@ def test_every_missing_local_model_is_told_with_one_command(models: Path) -> Non
     (models / CATALOG["smollm2-135m"].filename).write_bytes(b"not a model")
     with pytest.raises(ModelNotInstalledError, match=r"model 'qwen2.5-coder-0.5b' is not"):
         mixture.check()
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"type": "self-moa", "samples": 2, "model": {"model": "local:smollm2-135m"}},
+        {"type": "critique", "critic": {"model": "local:smollm2-135m"}},
+        {"type": "rank", "judge": {"model": "local:smollm2-135m"}},
+        {"type": "sparse", "judge": {"model": "local:smollm2-135m"}},
+        {"type": "reaggregate", "aggregators": [{"model": "local:smollm2-135m"}]},
+    ],
+    ids=lambda s: s["type"],
+)
+def test_the_models_a_strategy_names_are_checked_too(
+    models: Path, strategy: dict[str, object]
+) -> None:
+    spec = MixtureSpec.model_validate(
+        {
+            "layers": [[{"model": "fake:a"}]],
+            "aggregator": {"model": "fake:agg"},
+            "strategy": strategy,
+        }
+    )
+    assert spec.model_ids() == ["fake:a", "fake:agg", "local:smollm2-135m"]
+    mixture = Mixture(spec, ProviderRegistry().add("fake", FakeProvider()))
+    with pytest.raises(ModelNotInstalledError, match="moa models pull smollm2-135m"):
+        mixture.check()

@@ -215,3 +215,18 @@ def test_self_moa_starts_from_the_single_models_own_answer(
         assert proposals[0]["output"] == singles[record["item_id"]]["output"]
     # Per item: the single call, two samples and one aggregation; nothing drawn twice.
     assert len(fake.calls) == len(singles) * 4
+
+
+def test_a_strategy_s_sampled_model_gets_its_baseline(
+    tmp_path: Path, registry: CachingRegistry
+) -> None:
+    path = tmp_path / "weak-samples.yaml"
+    path.write_text(
+        'name: weak-samples\naggregator: {model: "fake:agg"}\n'
+        "strategy: {type: vote, samples: 3, model: {model: 'fake:weak'}}\n"
+    )
+    out = tmp_path / "out"
+    options = EvalOptions("gsm8k", str(FIXTURES / "gsm8k_mini.jsonl"), out, systems=[str(path)])
+    EvalRun(options, registry=registry).run()
+    names = {json.loads(line)["system"] for line in (out / "items.jsonl").read_text().splitlines()}
+    assert {"weak-samples", "fake:agg", "fake:weak"} <= names

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from moa.cli.common import reporting_errors
 from moa.config import MixtureConfig, load_config, preset_names
+from moa.engine.spec import MixtureSpec
 from moa.errors import ConfigError, MoAError
 from moa.providers.catalog import CATALOG, CatalogModel, model_dir, model_status, pull
 from moa.providers.registry import split_model_id
@@ -58,6 +59,25 @@ def local_models_of(config: MixtureConfig) -> list[CatalogModel]:
     return list(found.values())
 
 
+def _preset_shape(spec: MixtureSpec) -> tuple[str, str]:
+    """Agents per layer (a strategy's samples first) and the models, for the presets table."""
+    options = spec.strategy.options()
+    samples = int(getattr(options, "sample_count", 0) or 0)
+    sizes = [samples] if samples else []
+    shape = " + ".join(str(n) for n in [*sizes, *(len(layer.agents) for layer in spec.layers)])
+    if spec.strategy.type != "layered":
+        shape = f"{shape or '0'} ({spec.strategy.type})"
+    models = dict.fromkeys(a.model for layer in spec.layers for a in layer.agents)
+    lines = list(models)
+    if samples:
+        sampled = (getattr(options, "model", None) or spec.aggregator).model
+        lines.insert(0, f"{sampled} (sampled {samples} times)")
+        models[sampled] = None
+    others = dict.fromkeys(a.model for a in spec.strategy.agents() if a.model not in models)
+    lines += [f"{model} (strategy)" for model in others]
+    return shape or "0", "\n".join([*lines, f"{spec.aggregator.model} (aggregator)"])
+
+
 @models_app.callback()
 def models(ctx: typer.Context, directory: DirOption = None) -> None:
     """List the presets and the local model catalog (same as ``moa models list``)."""
@@ -79,13 +99,7 @@ def show(directory: DirOption = None) -> None:
         except MoAError as exc:
             presets.add_row(name, "-", f"[red]invalid: {exc}[/]")
             continue
-        proposers = dict.fromkeys(a.model for layer in spec.layers for a in layer.agents)
-        shape = " + ".join(f"{len(layer.agents)}" for layer in spec.layers) or "0"
-        presets.add_row(
-            name,
-            shape,
-            "\n".join([*proposers, f"{spec.aggregator.model} (aggregator)"]),
-        )
+        presets.add_row(name, *_preset_shape(spec))
     console.print(presets)
     console.print()
 

@@ -179,6 +179,17 @@ class StrategySpec(BaseModel):
         entry = get_strategy(self.type)
         return entry.options.model_validate(self.model_extra or {})
 
+    def agents(self) -> list[AgentSpec]:
+        """The agents its options name: the sampled model, a critic, a judge, aggregators."""
+        options = self.options()
+        found: list[AgentSpec] = []
+        for field in type(options).model_fields:
+            value = getattr(options, field)
+            for item in value if isinstance(value, list | tuple) else [value]:
+                if isinstance(item, AgentSpec):
+                    found.append(item)
+        return found
+
 
 class MixtureSpec(_Strict):
     """Layers of proposers/refiners, then one aggregator whose answer is the output.
@@ -247,9 +258,10 @@ class MixtureSpec(_Strict):
         return self.defaults.system if self.defaults else None
 
     def model_ids(self) -> list[str]:
-        """Every distinct model id used, in order of first appearance."""
+        """Every distinct model id used, in order of first appearance (the strategy's last)."""
         seen: dict[str, None] = {}
-        for agent in [*(a for layer in self.layers for a in layer.agents), self.aggregator]:
+        layered = [a for layer in self.layers for a in layer.agents]
+        for agent in [*layered, self.aggregator, *self.strategy.agents()]:
             seen.setdefault(agent.model, None)
             if agent.hedge is not None:
                 seen.setdefault(agent.hedge.model, None)
