@@ -93,11 +93,12 @@ def test_presets_load_and_have_the_expected_shapes() -> None:
 
 
 def test_the_local_vote_preset_is_the_configuration_select_chose() -> None:
-    """The preset must stay the measured one: docs/reports/select-gsm8k-local/select.yaml."""
-    chosen = load_config(Path(__file__).parents[1] / "docs/reports/select-gsm8k-local/select.yaml")
+    """The preset must stay the measured configuration: select.yaml and the fresh check's copy."""
+    report = Path(__file__).parents[1] / "docs/reports/select-gsm8k-local"
     preset = load_config("local-vote")
     fields = {"name", "local"}  # how the run shared the CPU, not what it computes
-    assert preset.model_dump(exclude=fields) == chosen.model_dump(exclude=fields)
+    for measured in (report / "select.yaml", report / "fresh" / "local-vote.yaml"):
+        assert preset.model_dump(exclude=fields) == load_config(measured).model_dump(exclude=fields)
     assert preset.local.batch == preset.strategy.model_dump()["samples"]
 
 
