@@ -31,8 +31,8 @@ def test_offline_readme_example_runs(block: str) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    sorted((README.parent / "docs" / "reports").glob("*/*.yaml")),
-    ids=lambda p: f"{p.parent.name}/{p.name}",
+    sorted((README.parent / "docs" / "reports").rglob("*.yaml")),
+    ids=lambda p: p.relative_to(README.parent / "docs" / "reports").as_posix(),
 )
 def test_report_configs_still_load(path: Path) -> None:
     """A report's configs (e.g. the one `moa select` chose) stay valid for `moa run --config`."""
