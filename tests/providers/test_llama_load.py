@@ -1,14 +1,26 @@
-"""Loading a GGUF: the model parameters llama-cpp-python's constructor does not expose."""
+"""Loading a GGUF: the model parameters llama-cpp-python's constructor does not expose,
+and the guard that keeps weights out of llama.cpp's AMX buffers where AMX faults."""
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from moa.providers.llama_load import extra_buffers_default, load_llama
+from moa.providers import llama_load
+from moa.providers.catalog import CATALOG, model_dir
+from moa.providers.llama_load import (
+    AmxFaultError,
+    amx_runs,
+    extra_buffers_default,
+    load_llama,
+    system_info,
+)
 
 
 class _Params:
@@ -52,7 +64,8 @@ def test_extra_buffers_are_off_only_in_builds_with_amx(info: bytes, expected: bo
     assert llama_cpp.llama_cpp.llama_model_default_params is _Params
 
 
-def test_the_setting_overrides_the_default() -> None:
+def test_the_setting_overrides_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(llama_load, "amx_runs", lambda path: True)  # AMX runs on this one
     llama_cpp = stand_in(AMX)
     llm = load_llama(llama_cpp, Path("m.gguf"), n_ctx=512, threads=1, extra_buffers=True)
     assert llm.params.use_extra_bufts is True
@@ -77,3 +90,146 @@ def test_a_failed_load_restores_the_defaults_and_older_bindings_are_left_alone()
     older.llama_cpp.llama_model_default_params = lambda: SimpleNamespace(n_gpu_layers=0)
     llm = load_llama(older, Path("m.gguf"), n_ctx=512, threads=1)
     assert not hasattr(llm.params, "use_extra_bufts")
+
+
+class _Logger:
+    """llama-cpp-python's own log callback: records what reaches it."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def llama_log_callback(self, level: int, text: bytes, user_data: Any) -> None:
+        self.lines.append(text)
+
+
+def reporting(system_info: bytes, buffer: str) -> Any:
+    """A stand-in whose ``Llama`` logs, through the current callback, where its weights went."""
+    llama_cpp = stand_in(system_info)
+    own = _Logger()
+    current: dict[str, Any] = {"callback": own.llama_log_callback}
+    closed: list[bool] = []
+
+    class Llama:
+        def __init__(self, **kwargs: Any) -> None:
+            self.params = llama_cpp.llama_cpp.llama_model_default_params()
+            line = f"load_tensors: {buffer:>12} model buffer size =    12.00 MiB\n"
+            current["callback"](1, line.encode(), None)
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def log_set(callback: Any, user_data: Any) -> None:
+        current["callback"] = callback
+
+    llama_cpp.Llama = Llama
+    llama_cpp._logger = own
+    llama_cpp.llama_log_callback = lambda function: function
+    llama_cpp.llama_log_set = log_set
+    llama_cpp.current, llama_cpp.closed = current, closed
+    return llama_cpp
+
+
+def test_weights_that_reach_amx_buffers_unasked_close_the_model_instead_of_crashing() -> None:
+    llama_cpp = reporting(AMX, "AMX")
+    with pytest.raises(AmxFaultError, match="AMX buffers although extra buffers were off"):
+        load_llama(llama_cpp, Path("m.gguf"), n_ctx=512, threads=1)
+    assert llama_cpp.closed == [True]
+    # llama-cpp-python's callback got the line and is the one in place again.
+    assert llama_cpp._logger.lines == [
+        b"load_tensors:          AMX model buffer size =    12.00 MiB\n"
+    ]
+    assert llama_cpp.current["callback"] == llama_cpp._logger.llama_log_callback
+
+    llm = load_llama(reporting(AMX, "CPU_Mapped"), Path("m.gguf"), n_ctx=512, threads=1)
+    assert llm.params.use_extra_bufts is False
+
+
+def test_extra_buffers_in_an_amx_build_need_a_probe_that_survived(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    verdicts: list[Path] = []
+
+    def probe(path: Path) -> bool:
+        verdicts.append(path)
+        return runs
+
+    monkeypatch.setattr(llama_load, "amx_runs", probe)
+    runs = False
+    with pytest.raises(AmxFaultError, match=r"extra_buffers is true.*GGML_AMX_INT8=OFF"):
+        load_llama(reporting(AMX, "AMX"), Path("m.gguf"), n_ctx=512, threads=1, extra_buffers=True)
+    runs = True
+    llm = load_llama(
+        reporting(AMX, "AMX"), Path("m.gguf"), n_ctx=512, threads=1, extra_buffers=True
+    )
+    assert llm.params.use_extra_bufts is True
+    assert verdicts == [Path("m.gguf"), Path("m.gguf")]
+    # Builds without AMX never need the probe.
+    load_llama(reporting(NO_AMX, "CPU_REPACK"), Path("m.gguf"), n_ctx=512, threads=1)
+    assert len(verdicts) == 2
+
+
+def test_the_probe_reports_a_child_that_a_signal_killed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    crash = f"import os, signal; os.kill(os.getpid(), signal.{signal.SIGSEGV.name})"
+    monkeypatch.setattr(llama_load, "_probe_command", lambda path: [sys.executable, "-c", crash])
+    monkeypatch.setattr(llama_load, "_amx_verdicts", {})
+    model = tmp_path / "m.gguf"
+    assert amx_runs(model) is False
+    # Asked once per file and process.
+    monkeypatch.setattr(llama_load, "_probe_command", lambda path: [sys.executable, "-c", ""])
+    assert amx_runs(model) is False
+    assert amx_runs(tmp_path / "other.gguf") is True
+
+
+# -- the real bindings --------------------------------------------------------------------------
+
+
+def test_system_info_reads_whole_while_other_threads_read_it_too() -> None:
+    """llama.cpp builds the text in one static buffer; unguarded, about 1 read in 100 from
+    three threads came back cut short, and one cut before ``AMX_INT8 = 1`` had turned extra
+    buffers on in an AMX build, whose kernels then crashed the process."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    whole = system_info(llama_cpp)
+    seen: set[str] = set()
+
+    def read() -> None:
+        for _ in range(10_000):
+            seen.add(system_info(llama_cpp))
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == {whole}
+
+
+@pytest.fixture
+def smollm2_file() -> Path:
+    pytest.importorskip("llama_cpp")
+    path = model_dir() / CATALOG["smollm2-135m"].filename
+    if not path.is_file():
+        pytest.skip(f"SmolLM2-135M is not at {path}; run: moa models pull smollm2-135m")
+    return path
+
+
+@pytest.mark.slow
+def test_a_real_load_reports_where_its_weights_went(
+    smollm2_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import llama_cpp
+
+    caplog.set_level("DEBUG", logger="moa.providers.local")
+    llm = load_llama(llama_cpp, smollm2_file, n_ctx=256, threads=1)
+    llm.close()
+    (line,) = [r.getMessage() for r in caplog.records if "weights in" in r.getMessage()]
+    assert "CPU" in line and "unreported" not in line and "AMX" not in line
+
+
+@pytest.mark.slow
+def test_the_real_probe_runs_a_model_with_extra_buffers(
+    smollm2_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(llama_load, "_amx_verdicts", {})
+    assert amx_runs(smollm2_file) is True

@@ -68,5 +68,6 @@ class LocalSettings(BaseModel):
     """Where assembled model files live (default: the user cache, or $MOA_MODEL_DIR)."""
     extra_buffers: bool | None = None
     """Let llama.cpp repack weights into its CPU extra buffers (CPU_REPACK, AMX). Default: on,
-    except in llama.cpp builds with AMX kernels, which crash on machines that do not grant AMX
-    (virtual machines among them)."""
+    except in llama.cpp builds with AMX kernels, which crash on machines that do not run AMX
+    (virtual machines among them); there ``true`` is honoured only once a child process has
+    loaded the model with them and evaluated a prompt."""
