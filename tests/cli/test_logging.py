@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -41,3 +44,14 @@ def test_an_unknown_moa_log_level_is_an_error_naming_the_levels(
     assert exit_.value.code == 2
     error = capsys.readouterr().err
     assert "MOA_LOG must be one of debug, info, warning, error, not 'loud'" in error
+
+
+def test_a_crash_in_native_code_is_reported_on_stderr() -> None:
+    """A segmentation fault (as llama.cpp's AMX kernels caused) shows where each thread was."""
+    crash = "import ctypes; from moa.cli import main; main._report_crashes(); ctypes.string_at(0)"
+    done = subprocess.run(
+        [sys.executable, "-c", crash], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == -signal.SIGSEGV
+    assert "Fatal Python error: Segmentation fault" in done.stderr
+    assert "most recent call first" in done.stderr

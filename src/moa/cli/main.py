@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import logging
 import os
 import sys
@@ -68,6 +70,7 @@ _ROOT_OPTIONS = frozenset(("--help", "--version"))
 def main(argv: list[str] | None = None) -> None:
     """Entry point: anything but a command or ``--help``/``--version`` is ``moa run ...``."""
     args = list(sys.argv[1:] if argv is None else argv)
+    _report_crashes()
     _log_to_stderr(os.environ.get("MOA_LOG", ""))
     if args and args[0] not in _subcommands() and args[0] not in _ROOT_OPTIONS:
         args.insert(0, "run")
@@ -75,6 +78,18 @@ def main(argv: list[str] | None = None) -> None:
 
 
 _LEVELS = ("debug", "info", "warning", "error")
+
+
+def _report_crashes() -> None:
+    """A crash inside native code (llama.cpp) prints every thread's Python stack to stderr.
+
+    Such a crash ends the process before any Python error handling can run; without
+    this it would leave only the shell's exit status (139 for SIGSEGV).
+    """
+    if faulthandler.is_enabled():
+        return
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # stderr without a file
+        faulthandler.enable(file=sys.stderr, all_threads=True)
 
 
 def _log_to_stderr(level: str) -> None:
