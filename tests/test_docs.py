@@ -19,9 +19,14 @@ def python_blocks() -> list[str]:
 def test_readme_starts_with_the_two_commands() -> None:
     commands = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)[:2]
     assert "moa models pull local" in commands[0] and ".venv/bin/moa " in commands[0]
-    assert commands[1].strip() == ".venv/bin/python -m pytest"
+    assert commands[1].strip() == "bash scripts/test"
     ci = (README.parent / ".ci" / "run").read_text()
     assert ci.rstrip().endswith("exec " + commands[1].strip())
+    # Right after the first command, the second installs what the tests need, then runs them.
+    script = (README.parent / "scripts" / "test").read_text()
+    assert "pip install --quiet -e '.[local,server,eval,dev]'" in script
+    assert "moa models pull smollm2-135m" in script
+    assert script.rstrip().endswith('exec .venv/bin/python -m pytest "$@"')
 
 
 @pytest.mark.parametrize("block", [b for b in python_blocks() if "moa.testing" in b])
