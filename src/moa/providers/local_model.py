@@ -9,6 +9,7 @@ evaluated, inside llama.cpp itself) and the token counts of the call.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,6 +21,7 @@ from moa.errors import ConfigError, FeatureUnavailableError
 from moa.providers.catalog import verify_file
 from moa.providers.llama_load import load_llama
 from moa.providers.local_batch import BATCHABLE, Accept, BatchCall, BatchDecoder, More
+from moa.providers.local_prompt import plain_messages, tokens_for
 from moa.providers.turns import Turns
 from moa.types import GenerationParams, Message
 
@@ -49,6 +51,8 @@ _FIELDS = ("temperature", "top_p", "max_tokens", "stop", "seed")
 _UNSUPPORTED = frozenset(
     {"functions", "function_call", "tools", "tool_choice", "stopping_criteria"}
 )
+# Settings only the bindings' chat completion takes: such a call goes through it.
+_CHAT_ONLY = frozenset({"response_format", "top_logprobs"})
 
 
 def import_llama() -> ModuleType:
@@ -72,13 +76,7 @@ def call_kwargs(
     chat = inspect.signature(llama_type.create_chat_completion).parameters
     plain = inspect.signature(llama_type.create_completion).parameters
     accepted = set(chat) - _MANAGED - _UNSUPPORTED - set(_FIELDS)
-    kwargs: dict[str, Any] = {}
-    if continue_final:
-        # Continuing must sample like a fresh chat answer would, whatever the defaults differ in.
-        for key in (set(chat) & set(plain)) - _MANAGED:
-            default = chat[key].default
-            if default is not inspect.Parameter.empty and default != plain[key].default:
-                kwargs[key] = default
+    kwargs: dict[str, Any] = chat_defaults(llama_type) if continue_final else {}
     for key, value in params.extra.items():
         if key in _FIELDS:
             raise ConfigError(f"extra parameter {key!r}: set the agent's {key} field instead")
@@ -97,6 +95,24 @@ def call_kwargs(
         if value is not None:
             kwargs[key] = list(value) if key == "stop" else value
     return kwargs
+
+
+def chat_defaults(llama_type: Any) -> dict[str, Any]:
+    """The settings in which ``create_chat_completion``'s defaults differ from
+    ``create_completion``'s: a chat answer sent through the latter samples the same way."""
+    return dict(_chat_defaults(llama_type))
+
+
+@functools.cache
+def _chat_defaults(llama_type: Any) -> tuple[tuple[str, Any], ...]:
+    chat = inspect.signature(llama_type.create_chat_completion).parameters
+    plain = inspect.signature(llama_type.create_completion).parameters
+    defaults: dict[str, Any] = {}
+    for key in (set(chat) & set(plain)) - _MANAGED:
+        default = chat[key].default
+        if default is not inspect.Parameter.empty and default != plain[key].default:
+            defaults[key] = default
+    return tuple(defaults.items())
 
 
 class Generation:
@@ -232,13 +248,16 @@ class LocalModel:
         self.load()
         self.active = run
         try:
-            if continue_final:
-                stream = self._continue(messages, kwargs)
+            templated = bool(self._llm.metadata.get("tokenizer.chat_template"))
+            if continue_final or (templated and not set(kwargs) & _CHAT_ONLY):
+                stream = self._complete(messages, kwargs, continue_final=continue_final)
                 for chunk in stream:
                     choice = chunk["choices"][0]
                     yield choice.get("text") or "", choice.get("finish_reason")
             else:
-                chat = [m.to_dict() for m in messages]
+                # Only the bindings' chat completion knows these settings, or a chat format
+                # for a model without a template of its own.
+                chat = plain_messages(self._llm, messages)
                 stream = self._llm.create_chat_completion(chat, stream=True, **kwargs)
                 for chunk in stream:
                     choice = chunk["choices"][0]
@@ -250,7 +269,8 @@ class LocalModel:
         """The conversation as the model's chat template renders it, ready for the answer.
 
         ``partial``: the start of the assistant's answer, to be continued. Returns
-        the template's rendering (its stop strings and criteria) and the prompt tokens.
+        the template's rendering (its stop strings and criteria) and the prompt tokens,
+        in which every message's content is plain text (:mod:`~moa.providers.local_prompt`).
         """
         assert self._llama_cpp is not None
         template = self._llm.metadata.get("tokenizer.chat_template")
@@ -264,25 +284,25 @@ class LocalModel:
             add_generation_prompt=True,
             stop_token_ids=[llm.token_eos()],
         )
-        rendered = formatter(messages=[m.to_dict() for m in messages])
-        prompt = llm.tokenize(
-            (rendered.prompt + (partial or "")).encode("utf-8"),
-            add_bos=not rendered.added_special,
-            special=True,
-        )
-        return rendered, prompt
+        return tokens_for(llm, formatter, messages, partial=partial)
 
-    def _continue(self, messages: Sequence[Message], kwargs: Mapping[str, Any]) -> Any:
-        """Render the conversation up to the partial answer with the model's template, then go on.
+    def _complete(
+        self, messages: Sequence[Message], kwargs: Mapping[str, Any], *, continue_final: bool
+    ) -> Any:
+        """Render the conversation (up to the partial answer, to continue one) with the model's
+        template, then generate from those tokens as a chat answer would be sampled.
 
         llama.cpp keeps the evaluated prefix of the previous call, so continuing
         an answer that grew by a few tokens only evaluates those tokens.
         """
         try:
-            rendered, prompt = self._render(messages[:-1], partial=messages[-1].content)
+            if continue_final:
+                rendered, prompt = self._render(messages[:-1], partial=messages[-1].content)
+            else:
+                rendered, prompt = self._render(messages, partial=None)
         except FeatureUnavailableError as exc:
             raise FeatureUnavailableError(f"{exc}, so an answer cannot be continued") from exc
-        options = dict(kwargs)
+        options = {**chat_defaults(type(self._llm)), **kwargs}
         if rendered.stop:
             options["stop"] = [*options.get("stop", []), *_stops(rendered.stop)]
         return self._llm.create_completion(
