@@ -2,10 +2,15 @@
 
 A template names its blanks ``{like_this}``; only the blanks a task fills are
 replaced, so any other braces (code, JSON) in a user's template stay as written.
+The values are answers written by the models under test, so they are put in
+once (a ``{blank}`` inside an answer stays text), and lines in them that copy one
+of the template's own bracketed frame lines (``[End of response A]``), or a
+verdict mark (``[[A]]``), get a zero-width space after their first bracket.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -16,12 +21,25 @@ from moa.errors import ConfigError
 __all__ = ["PromptSet", "fill"]
 
 
+_BLANK = re.compile(r"\{(\w+)\}")
+_FRAME_LINE = re.compile(r"^\[[^\[\]\n]+\]$", re.MULTILINE)
+_BREAK = "\u200b"
+
+
 def fill(template: str, values: Mapping[str, str]) -> str:
-    """``template`` with each ``{name}`` of ``values`` replaced by its value."""
-    out = template
-    for name, value in values.items():
-        out = out.replace("{" + name + "}", value)
-    return out
+    """``template`` with each ``{name}`` of ``values`` replaced by its value, disarmed."""
+    frames = sorted(set(_FRAME_LINE.findall(template)), key=len, reverse=True)
+
+    def disarm(value: str) -> str:
+        for frame in frames:
+            value = value.replace(frame, "[" + _BREAK + frame[1:])
+        return value.replace("[[", "[" + _BREAK + "[")
+
+    def blank(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return disarm(values[name]) if name in values else match.group(0)
+
+    return _BLANK.sub(blank, template)
 
 
 @dataclass(frozen=True)
