@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,18 @@ def test_the_cache_command(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "no call cache" in missing.output
     bad = runner.invoke(app, ["cache", "import", str(origin), "--cache", str(target)])
     assert bad.exit_code == 2 and "cannot read the call log" in bad.output
+
+
+def test_the_cache_its_journal_and_an_exported_log_are_private(tmp_path: Path) -> None:
+    previous = os.umask(0o022)  # a usual umask would make them world-readable
+    try:
+        store = SQLiteCallStore(tmp_path / "deep" / "calls.sqlite")
+        _run(store)
+        export_calls(store, tmp_path / "calls.jsonl.gz")
+    finally:
+        os.umask(previous)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"calls.sqlite", "calls.sqlite-wal", "calls.jsonl.gz"}
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == dict.fromkeys(
+        (p.name for p in files), 0o600
+    )

@@ -167,3 +167,15 @@ def test_max_tokens_truncates_the_answer(serve: ServeFactory) -> None:
     )
     assert completion.choices[0].message.content == "The final "
     assert completion.choices[0].finish_reason == "length"
+
+
+def test_passthrough_can_be_limited_to_an_allow_list(
+    serve: ServeFactory, fake: FakeProvider
+) -> None:
+    base = serve(passthrough_models=("fake:solo", "fake:cheap-*"))
+    for model in ("fake:solo", "fake:cheap-1"):
+        client(base).chat.completions.create(model=model, messages=USER)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client(base).chat.completions.create(model="fake:expensive", messages=USER)
+    assert "matching fake:solo, fake:cheap-*" in caught.value.message
+    assert [c.model for c in fake.calls] == ["solo", "cheap-1"]

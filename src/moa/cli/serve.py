@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from contextlib import AbstractContextManager, nullcontext
@@ -14,7 +15,17 @@ from rich.markup import escape
 from moa.cli.common import err_console, reporting_errors
 from moa.errors import ConfigError
 
-__all__ = ["serve"]
+__all__ = ["is_loopback", "serve"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 def serve(
@@ -46,6 +57,22 @@ def serve(
             help="Answer a provider:model id that names no mixture with that model alone.",
         ),
     ] = True,
+    passthrough_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--passthrough-model",
+            help="Pass through only ids matching this shell-style pattern (repeatable), "
+            "e.g. 'openai:gpt-4o-mini' or 'groq:*'. Default: any id of a known provider.",
+        ),
+    ] = None,
+    allow_unauthenticated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unauthenticated",
+            help="Serve on an interface other than loopback without client keys: anyone who "
+            "reaches the port spends the upstream keys of this server.",
+        ),
+    ] = False,
     max_concurrency: Annotated[
         int, typer.Option(min=1, help="Chat completions at once (per worker); more get 429.")
     ] = 512,
@@ -82,10 +109,18 @@ def serve(
                 "the server needs its extra: pip install 'mixture-of-agents[server]'"
             ) from exc
         keys = api_keys_from_env(api_key_env)
+        if not keys and not allow_unauthenticated and not is_loopback(host):
+            raise ConfigError(
+                f"--host {host} serves every client that reaches it, and no client keys are "
+                f"set: anyone could spend this server's upstream API keys. Set {api_key_env} "
+                "(comma-separated bearer keys), listen on 127.0.0.1, or pass "
+                "--allow-unauthenticated"
+            )
         settings = ServerSettings(
             config_dir=config_dir,
             include_presets=presets,
             allow_passthrough=passthrough,
+            passthrough_models=tuple(passthrough_model or ()),
             api_keys=keys,
             max_body_bytes=max_body_bytes,
             max_messages=max_messages,

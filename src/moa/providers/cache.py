@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from moa.errors import ConfigError
+from moa.files import private_file
 from moa.providers.base import Provider
 from moa.providers.registry import ProviderRegistry
 from moa.providers.settings import LocalSettings, ProviderSettings
@@ -154,8 +155,9 @@ class SQLiteCallStore:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
+                conn = sqlite3.connect(
+                    private_file(self.path), check_same_thread=False, timeout=30.0
+                )
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(
                     "CREATE TABLE IF NOT EXISTS calls ("

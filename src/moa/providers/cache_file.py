@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from moa.errors import ConfigError
+from moa.files import private_file
 from moa.providers.cache import KEY_VERSION, ROW_FIELDS, SQLiteCallStore
 
 __all__ = ["export_calls", "import_calls"]
@@ -47,8 +48,7 @@ def export_calls(store: SQLiteCallStore, path: str | Path, *, models: Sequence[s
     """Write the store's calls (of ``models`` only, when given) to ``path``; returns how many."""
     target = Path(path).expanduser()
     rows = store.rows(models)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _open(target, "w") as out:
+    with _open(private_file(target), "w") as out:
         header = {"format": FORMAT, "version": FORMAT_VERSION, "key_version": KEY_VERSION}
         out.write(json.dumps(header) + "\n")
         for row in rows:

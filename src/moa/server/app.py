@@ -61,6 +61,7 @@ def create_app(
         mixtures=mixtures,
         providers=providers,
         allow_passthrough=settings.allow_passthrough,
+        passthrough_models=settings.passthrough_models,
     )
     metrics = ServerMetrics()
     static = _static_files()

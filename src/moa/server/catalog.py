@@ -19,7 +19,8 @@ requires. The server asks it for
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,11 @@ class MixtureCatalog:
         mixtures: Mapping[str, Mixture],
         *,
         passthrough: ProviderRegistry | None = None,
+        passthrough_models: Sequence[str] = (),
     ) -> None:
         self._mixtures = dict(mixtures)
         self._passthrough = passthrough
+        self._allowed = tuple(passthrough_models)
         self.created = int(time.time())
 
     @classmethod
@@ -55,6 +58,7 @@ class MixtureCatalog:
         mixtures: Mapping[str, Mixture] | None = None,
         providers: ProviderRegistry | None = None,
         allow_passthrough: bool = True,
+        passthrough_models: Sequence[str] = (),
     ) -> MixtureCatalog:
         """Build the catalog; a broken config file is a :class:`ConfigError` naming it."""
         found: dict[str, Mixture] = {}
@@ -65,7 +69,7 @@ class MixtureCatalog:
             found.update(_from_directory(config_dir, providers))
         found.update(mixtures or {})
         passthrough = (providers or ProviderRegistry()) if allow_passthrough else None
-        return cls(found, passthrough=passthrough)
+        return cls(found, passthrough=passthrough, passthrough_models=passthrough_models)
 
     def names(self) -> list[str]:
         return sorted(self._mixtures)
@@ -78,7 +82,7 @@ class MixtureCatalog:
         mixture = self._mixtures.get(name)
         if mixture is not None:
             return mixture
-        if self._passthrough is not None and ":" in name:
+        if self._passthrough is not None and ":" in name and self._passes(name):
             try:
                 provider, _ = split_model_id(name)
             except ConfigError:
@@ -86,7 +90,10 @@ class MixtureCatalog:
             if provider in self._passthrough.names():
                 spec = MixtureSpec(name=name, aggregator=AgentSpec(model=name))
                 return Mixture(spec, self._passthrough)
-        hint = " or a provider:model id" if self._passthrough is not None else ""
+        hint = ""
+        if self._passthrough is not None:
+            allowed = f" matching {', '.join(self._allowed)}" if self._allowed else ""
+            hint = f" or a provider:model id{allowed}"
         raise APIError(
             404,
             f"the model {name!r} does not exist: use one of {', '.join(self.names())}{hint} "
@@ -94,6 +101,9 @@ class MixtureCatalog:
             param="model",
             code="model_not_found",
         )
+
+    def _passes(self, model_id: str) -> bool:
+        return not self._allowed or any(fnmatchcase(model_id, p) for p in self._allowed)
 
     def problem(self, name: str) -> str | None:
         """Why the mixture ``name`` cannot run here, or None when it can."""

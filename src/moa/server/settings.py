@@ -24,6 +24,9 @@ class ServerSettings(BaseModel):
     """Also serve the shipped presets (a config file of the same name replaces one)."""
     allow_passthrough: bool = True
     """Answer a ``provider:model`` id that names no mixture with that model alone."""
+    passthrough_models: tuple[str, ...] = ()
+    """Pass-through only for ids matching one of these shell-style patterns
+    (``openai:gpt-4o-mini``, ``groq:*``); empty: any id of a known provider."""
     api_keys: tuple[SecretStr, ...] = ()
     """Bearer keys accepted on ``/v1/*``; empty means no authentication."""
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)

@@ -52,6 +52,8 @@ class ModelBehavior:
     ``failures`` are answered, in order, to the first calls of this model:
     ``(status_code, retry_after_seconds_or_None)``. ``require_key`` makes the
     model answer 401 unless the request carries ``Authorization: Bearer <key>``.
+    ``echo_key`` puts the request's ``Authorization`` header into the message of
+    every scripted failure, as a misbehaving proxy might.
     """
 
     text: TextSource = "This is the fake server's answer."
@@ -60,6 +62,7 @@ class ModelBehavior:
     latency: float | None = None
     failures: list[tuple[int, float | None]] = field(default_factory=list)
     require_key: str | None = None
+    echo_key: bool = False
 
     def reply(self, body: dict[str, Any]) -> str:
         return self.text(body) if callable(self.text) else self.text
@@ -257,7 +260,10 @@ class FakeOpenAIServer:
         if calls < len(behavior.failures):
             status, retry_after = behavior.failures[calls]
             headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
-            return _error(status, f"scripted failure {calls + 1} of model '{model}'", headers)
+            message = f"scripted failure {calls + 1} of model '{model}'"
+            if behavior.echo_key:
+                message += f" (request sent {request.headers.get('authorization')!r})"
+            return _error(status, message, headers)
         if body.get("continue_final_message") and messages[-1].get("role") != "assistant":
             return _error(400, "continue_final_message needs a final assistant message")
         return None
