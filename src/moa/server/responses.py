@@ -31,7 +31,6 @@ def completion_body(
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "system_fingerprint": None,
         "choices": [
             {
                 "index": 0,

@@ -70,25 +70,23 @@ class ChunkEncoder:
         self.include_usage = include_usage
         self.progress = progress
         self.agent_deltas = agent_deltas
-        usage = ',"usage":null' if include_usage else ""
         # Every chunk shares this head; content chunks are built by concatenation because
         # they are the hot path of a busy server.
         self._head = (
             f'data: {{"id":{_dumps(completion_id)},"object":"chat.completion.chunk",'
-            f'"created":{created},"model":{_dumps(model)},"system_fingerprint":null'
+            f'"created":{created},"model":{_dumps(model)}'
         )
         self._text_open = self._head + ',"choices":[{"index":0,"delta":{"content":'
-        self._text_close = '},"logprobs":null,"finish_reason":null}]' + usage + "}\n\n"
-        self._usage_field = usage
+        # No "usage": null on the chunks before the usage chunk: the published schema
+        # has no null there, and clients read a missing field the same way.
+        self._text_close = '},"logprobs":null,"finish_reason":null}]}\n\n'
 
     def start(self) -> bytes:
         """The first chunk: the assistant role, no text yet."""
         return (
             self._head
             + ',"choices":[{"index":0,"delta":{"role":"assistant","content":""},'
-            + '"logprobs":null,"finish_reason":null}]'
-            + self._usage_field
-            + "}\n\n"
+            + '"logprobs":null,"finish_reason":null}]}\n\n'
         ).encode()
 
     def text(self, text: str) -> bytes:
@@ -119,9 +117,7 @@ class ChunkEncoder:
         return self._progress(payload)
 
     def _progress(self, payload: dict[str, Any]) -> bytes:
-        return (
-            self._head + ',"choices":[]' + self._usage_field + ',"moa":' + _dumps(payload) + "}\n\n"
-        ).encode()
+        return (self._head + ',"choices":[],"moa":' + _dumps(payload) + "}\n\n").encode()
 
     def finish(self, result: Result, usage: dict[str, int]) -> bytes:
         """The closing chunks: finish reason (with the run's summary), usage, ``[DONE]``."""
@@ -129,9 +125,7 @@ class ChunkEncoder:
             self._head
             + ',"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":'
             + _dumps(finish_reason(result))
-            + "}]"
-            + self._usage_field
-            + ',"moa":'
+            + '}],"moa":'
             + _dumps(result_summary(result))
             + "}\n\n"
         )
