@@ -87,7 +87,10 @@ def load_config(source: str | Path) -> MixtureConfig:
     if path.suffix in (".yaml", ".yml", ".json") or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
-        text, origin = path.read_text("utf-8"), str(path)
+        try:
+            text, origin = path.read_text("utf-8"), str(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from exc
     else:
         preset = _preset_text(str(source))
         if preset is None:
@@ -100,6 +103,8 @@ def load_config(source: str | Path) -> MixtureConfig:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {origin} is not valid YAML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"config {origin} nests too deeply to be a mixture config") from exc
     config = parse_config(data, origin)
     if "name" not in config.model_fields_set:
         name = path.stem if origin == str(path) else str(source)

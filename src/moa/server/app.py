@@ -31,7 +31,7 @@ from moa.server.errors import APIError
 from moa.server.limits import CHAT_PATH, RequestGuard
 from moa.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from moa.server.responses import completion_body
-from moa.server.schemas import parse_chat_request
+from moa.server.schemas import chat_body_schema, parse_chat_request
 from moa.server.settings import DEFAULT_API_KEY_ENV, ServerSettings, api_keys_from_env
 from moa.server.streaming import ChunkEncoder
 
@@ -83,6 +83,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.settings = settings
     _add_error_handlers(app, metrics)
+    _document_chat_body(app)
 
     @app.post(CHAT_PATH, response_model=None)
     async def chat_completions(request: Request) -> Response:
@@ -179,6 +180,30 @@ def tune_gc_for_serving() -> None:
 
 def _json(body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _document_chat_body(app: FastAPI) -> None:
+    """Put the request body of chat completions into ``/openapi.json``.
+
+    The route reads the raw body itself (validation names the offending field and
+    answers in OpenAI's error shape), so FastAPI cannot see its schema; clients and
+    schema-driven fuzzers need it.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()  # FastAPI keeps it as app.openapi_schema
+        body, refs = chat_body_schema("#/components/schemas/")
+        document.setdefault("components", {}).setdefault("schemas", {}).update(refs)
+        document["paths"][CHAT_PATH]["post"]["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body}},
+        }
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _static_files() -> dict[str, bytes]:

@@ -21,7 +21,7 @@ from moa.engine.overrides import RunOverrides
 from moa.server.errors import APIError
 from moa.types import GenerationParams, Message
 
-__all__ = ["ChatRequest", "MoAOptions", "parse_chat_request"]
+__all__ = ["ChatRequest", "MoAOptions", "chat_body_schema", "parse_chat_request"]
 
 # Forwarded to every upstream call: they change how models sample, not who is asking.
 _VENDOR_FIELDS = (
@@ -122,6 +122,13 @@ class _ChatBody(BaseModel):
     moa: MoAOptions | None = None
 
 
+def chat_body_schema(ref_prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JSON schema of a request body, and the schemas it refers to (as ``ref_prefix``
+    + name), for the server's OpenAPI document."""
+    schema = _ChatBody.model_json_schema(ref_template=ref_prefix + "{model}")
+    return schema, schema.pop("$defs", {})
+
+
 @dataclass(frozen=True)
 class ChatRequest:
     """A validated request in the engine's terms."""
@@ -143,6 +150,10 @@ def parse_chat_request(raw: bytes, *, max_messages: int) -> ChatRequest:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise APIError.invalid(f"the request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise APIError.invalid(_TOO_DEEP) from exc
+    if _depth(data) > _MAX_DEPTH:
+        raise APIError.invalid(_TOO_DEEP)
     if not isinstance(data, dict):
         raise APIError.invalid("the request body must be a JSON object")
     messages = data.get("messages")
@@ -184,6 +195,27 @@ def parse_chat_request(raw: bytes, *, max_messages: int) -> ChatRequest:
         agent_deltas=options.agent_deltas,
         overrides=_overrides(options),
     )
+
+
+_MAX_DEPTH = 64
+_TOO_DEEP = f"the request body is nested deeper than {_MAX_DEPTH} levels"
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (without recursion of its own)."""
+    deepest, level = 0, [(value, 1)]
+    while level:
+        node, depth = level.pop()
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        )
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > _MAX_DEPTH:
+                    return depth + 1
+                level.append((child, depth + 1))
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def _overrides(options: MoAOptions) -> RunOverrides | None:
