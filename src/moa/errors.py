@@ -11,6 +11,8 @@ Every error the library raises on purpose derives from :class:`MoAError`::
     │   ├── RateLimitError           HTTP 429; carries ``retry_after`` seconds when given
     │   ├── ProviderStatusError      any other HTTP error status; carries ``status_code``
     │   ├── ProviderConnectionError  the endpoint could not be reached
+    │   ├── EmptyAnswerError         the model answered with no text at all
+    │   ├── CircuitOpenError         skipped: the provider failed too often just now
     │   └── FeatureUnavailableError  the provider cannot do what the mixture asks of it
     ├── QuorumError                  too few agents of a layer succeeded; lists every failure
     ├── AggregationError             the final aggregator failed
@@ -30,8 +32,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AggregationError",
+    "CircuitOpenError",
     "ConfigError",
     "DeadlineExceededError",
+    "EmptyAnswerError",
     "FeatureUnavailableError",
     "MissingAPIKeyError",
     "MoAError",
@@ -136,6 +140,16 @@ class ProviderConnectionError(ProviderError):
     """The provider could not be reached."""
 
     retryable = True
+
+
+class EmptyAnswerError(ProviderError):
+    """The call succeeded but its answer has no text: nothing to build on or to show."""
+
+    retryable = True
+
+
+class CircuitOpenError(ProviderError):
+    """The call was not sent: its provider's last calls all failed, and it rests for a while."""
 
 
 class FeatureUnavailableError(ProviderError):

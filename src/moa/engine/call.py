@@ -15,9 +15,16 @@ from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 
+from moa.engine.breaker import CircuitBreaker
 from moa.engine.result import AgentResult, AgentRole
 from moa.engine.spec import HedgeSpec, Price, RetryPolicy
-from moa.errors import ProviderError, ProviderTimeoutError, RateLimitError
+from moa.errors import (
+    CircuitOpenError,
+    EmptyAnswerError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitError,
+)
 from moa.providers.base import Provider
 from moa.types import CompletionRequest, GenerationParams, Message, Usage, estimate_tokens
 
@@ -91,6 +98,8 @@ class AgentCall:
     hedge: Hedge | None = None
     stream: bool = False
     """Stream even with no listener, so that a call stopped early keeps what it wrote."""
+    breaker: CircuitBreaker | None = None
+    """The provider's circuit breaker: asked before every attempt, told how it went."""
 
 
 @dataclass(frozen=True)
@@ -129,10 +138,22 @@ async def _call_with_retries(
         progress.attempts = attempt
         progress.text.clear()
         try:
+            if call.breaker is not None:
+                call.breaker.check(call.model)
             async with _limiter(call.provider, request):
                 attempt_usage, finish = await _attempt(call, request, progress, on_delta)
             usage = usage + attempt_usage
+            if not call.continue_final and not progress.so_far.strip():
+                raise EmptyAnswerError(
+                    f"{call.model} answered with no text (finish reason {finish or 'none'})",
+                    provider=call.provider.name,
+                    model=call.model,
+                )
+            if call.breaker is not None:
+                call.breaker.succeeded()
             return _result(call, progress, usage, finish_reason=finish)
+        except CircuitOpenError as exc:
+            return _result(call, progress, usage, error=exc)
         except asyncio.TimeoutError as exc:
             waited = "a first token" if progress.first_token is None else "the next token"
             last_error = ProviderTimeoutError(
@@ -147,8 +168,11 @@ async def _call_with_retries(
             raise
         except Exception as exc:  # an unexpected bug in a provider must not sink the layer
             last_error = exc
-        # A failed attempt still cost its prompt (when anything was sent at all).
-        usage = usage + Usage(calls=1)
+        if call.breaker is not None:
+            call.breaker.failed(last_error)
+        if not isinstance(last_error, EmptyAnswerError):  # its usage is counted already
+            # A failed attempt still cost its prompt (when anything was sent at all).
+            usage = usage + Usage(calls=1)
         if progress.text or not _retryable(last_error) or attempt == call.retry.max_attempts:
             break
         await asyncio.sleep(backoff_delay(call.retry, attempt, last_error))

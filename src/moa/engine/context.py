@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from moa.engine.breaker import breaker_for
 from moa.engine.budget import LatencyHistory, Race, run_call
 from moa.engine.call import AgentCall, CallProgress, Hedge
 from moa.engine.events import (
@@ -118,6 +119,7 @@ class RunContext:
             price=self.spec.prices.get(agent.model),
             deadline=self.spec.agent_deadline(agent),
             hedge=hedge,
+            breaker=None if self.spec.circuit is None else breaker_for(provider, self.spec.circuit),
         )
 
     # -- the two building blocks ----------------------------------------------------------
@@ -210,8 +212,68 @@ class RunContext:
         # The streamed answer cannot be taken back, so a hedge here races to the first token.
         result = await self.call(call, on_delta=self.final_delta, race="first_token")
         self.record(result)
+        if result.ok:
+            return result
+        if agent.fallback is not None and self.first_token is None:
+            fallback = await self._fall_back(agent, result, references, layer, instruction)
+            if fallback is not None:
+                return fallback
+        raise AggregationError(f"the aggregator {call.label} failed: {result.error}")
+
+    async def _fall_back(
+        self,
+        agent: AgentSpec,
+        failed: AgentResult,
+        references: Sequence[Reference],
+        layer: int,
+        instruction: str | None,
+    ) -> AgentResult | None:
+        """The final answer from ``agent.fallback`` after the aggregator failed, or None.
+
+        Only before any of the answer was streamed: a client may already show it.
+        """
+        self.extra_calls.append(failed)  # the failed call still counts
+        if agent.fallback == "proposal":
+            chosen = next((r for r in references if r.text.strip() and not r.partial), None)
+            if chosen is None:
+                return None
+            number = list(references).index(chosen) + 1
+            self.notes.append(
+                f"the aggregator {failed.agent} failed ({failed.error}); the answer is "
+                f"candidate answer {number}, the first finished one (fallback: proposal)"
+            )
+            self.final_delta(chosen.text)
+            return AgentResult(
+                agent=f"fallback: proposal {number}",
+                model="moa:proposal",
+                layer=layer,
+                index=0,
+                role="aggregator",
+                output=chosen.text,
+                finish_reason="stop",
+            )
+        assert agent.fallback is not None
+        backup = agent.model_copy(
+            update={"model": agent.fallback, "fallback": None, "hedge": None, "name": None}
+        )
+        call = self.agent_call(
+            backup,
+            layer=layer,
+            index=0,
+            role="aggregator",
+            references=references,
+            final=True,
+            instruction=instruction,
+        )
+        result = await self.call(call, on_delta=self.final_delta, race="first_token")
+        self.record(result)
         if not result.ok:
-            raise AggregationError(f"the aggregator {call.label} failed: {result.error}")
+            self.extra_calls.append(result)
+            return None
+        self.notes.append(
+            f"the aggregator {failed.agent} failed ({failed.error}); "
+            f"its fallback {agent.fallback} answered"
+        )
         return result
 
     def final_delta(self, text: str) -> None:

@@ -14,6 +14,7 @@ from moa.types import GenerationParams
 
 __all__ = [
     "AgentSpec",
+    "CircuitSpec",
     "EarlyExitSpec",
     "HedgeSpec",
     "LayerSpec",
@@ -68,6 +69,10 @@ class AgentSpec(_Strict):
     """Seconds this agent's call may take in all, retries included; when they pass the call is
     stopped and the text it wrote so far is used, marked partial."""
     hedge: HedgeSpec | None = None
+    fallback: str | None = Field(default=None, pattern=r"^([^:\s]+:.+|proposal)$")
+    """For the aggregator: when its call fails before any of the answer was streamed, this
+    ``provider:model`` answers in its place; ``proposal`` answers with the first finished
+    answer of the last layer instead (agents in config order). Recorded in the run's notes."""
     extra: dict[str, Any] = Field(default_factory=dict)
     """Provider-specific parameters passed through unchanged (e.g. ``repetition_penalty``)."""
 
@@ -123,6 +128,12 @@ class LayerSpec(_Strict):
                 f"quorum={self.quorum} must be between min_ok={self.min_ok} "
                 f"and the layer's {len(self.agents)} agents"
             )
+        for agent in self.agents:
+            if agent.fallback is not None:
+                raise ValueError(
+                    f"fallback is for the aggregator; {agent.model} is a layer's agent "
+                    "(a failed proposer is left out and the others carry on)"
+                )
         return self
 
 
@@ -134,6 +145,15 @@ class RetryPolicy(_Strict):
     backoff_max: float = Field(default=20.0, ge=0)
     multiplier: float = Field(default=2.0, ge=1.0)
     jitter: bool = True
+
+
+class CircuitSpec(_Strict):
+    """The circuit breaker of each provider (see :mod:`moa.engine.breaker`)."""
+
+    failures: int = Field(default=5, ge=1)
+    """Failures in a row (timeouts, connection errors, 5xx, 429) that open the circuit."""
+    cooldown: float = Field(default=30.0, gt=0)
+    """Seconds calls to the provider are skipped before one is let through to try it."""
 
 
 class Price(_Strict):
@@ -204,6 +224,8 @@ class MixtureSpec(_Strict):
     defaults: AgentSpec | None = None
     """Defaults for every agent (its ``model`` is ignored): e.g. temperature, max_tokens."""
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    circuit: CircuitSpec | None = Field(default_factory=CircuitSpec)
+    """Skip a provider for a while after failures in a row; ``null`` turns it off."""
     timeout: float = Field(default=300.0, gt=0)
     """Default seconds for one attempt of one call."""
     deadline: float | None = Field(default=None, gt=0)
@@ -265,4 +287,6 @@ class MixtureSpec(_Strict):
             seen.setdefault(agent.model, None)
             if agent.hedge is not None:
                 seen.setdefault(agent.hedge.model, None)
+            if agent.fallback not in (None, "proposal"):
+                seen.setdefault(agent.fallback, None)
         return list(seen)

@@ -35,8 +35,11 @@ from prometheus_client import (
     generate_latest,
     values,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
+from moa.engine.breaker import breaker_states
 from moa.engine.result import AgentResult
 
 __all__ = [
@@ -102,6 +105,31 @@ def forget_dead_workers(path: Path) -> None:
             continue  # alive, under another user
 
 
+class _CircuitCollector(Collector):
+    """The providers' circuit breakers of this process, read at scrape time."""
+
+    def collect(self) -> Iterator[Metric]:
+        opened = GaugeMetricFamily(
+            "moa_circuit_open",
+            "1 while a provider's calls are skipped after failures in a row.",
+            labels=["provider"],
+        )
+        skipped = CounterMetricFamily(
+            "moa_circuit_skipped",
+            "Calls not sent because their provider's circuit was open.",
+            labels=["provider"],
+        )
+        by_name: dict[str, tuple[bool, int]] = {}
+        for state in breaker_states():  # mixtures may each have a provider of that name
+            was_open, count = by_name.get(state.provider, (False, 0))
+            by_name[state.provider] = (was_open or state.open, count + state.skipped)
+        for name, (is_open, count) in sorted(by_name.items()):
+            opened.add_metric([name], 1.0 if is_open else 0.0)
+            skipped.add_metric([name], count)
+        yield opened
+        yield skipped
+
+
 class ServerMetrics:
     """The counters and histograms the server updates, and their text exposition."""
 
@@ -114,6 +142,7 @@ class ServerMetrics:
         if self.shared_dir is not None:
             self._scraped = CollectorRegistry()
             MultiProcessCollector(self._scraped, path=str(self.shared_dir))  # type: ignore[no-untyped-call]
+        self._scraped.register(_CircuitCollector())
         r = self.registry
         self.requests = Counter(
             "moa_http_requests", "HTTP requests answered.", ["route", "status"], registry=r

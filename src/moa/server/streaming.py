@@ -47,6 +47,12 @@ def result_summary(result: Result) -> dict[str, Any]:
         "cost": result.cost,
         "latency_s": round(result.latency_s, 4),
         "ttft_s": None if result.ttft_s is None else round(result.ttft_s, 4),
+        "failed": [
+            {"agent": call.agent, "model": call.model, "error": call.error}
+            for call in result.calls()
+            if not call.ok
+        ],
+        "notes": list(result.notes),
     }
 
 
