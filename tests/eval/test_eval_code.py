@@ -170,3 +170,18 @@ def test_a_run_scores_pass_at_1_with_baselines_and_report(tmp_path: Path) -> Non
     calls = len(fake.calls)
     EvalRun(options, registry=registry).run()  # a rerun is free
     assert len(fake.calls) == calls
+
+
+def test_moa_select_scores_code_without_a_judge(tmp_path: Path) -> None:
+    from moa.eval.systems import GenerationSettings, single_spec
+    from moa.select import Evaluator
+
+    fake = FunctionProvider(_coder, name="fake")
+    registry = CachingRegistry(store=SQLiteCallStore(tmp_path / "calls.sqlite")).add("fake", fake)
+    evaluator = Evaluator(get_task("humaneval"), registry)
+    items = load_humaneval(DATA)
+    settings = GenerationSettings()
+    good = asyncio.run(evaluator.evaluate("good", single_spec("fake:good", settings), items))
+    bad = asyncio.run(evaluator.evaluate("bad", single_spec("fake:bad", settings), items))
+    assert good.scores() == [1.0, 1.0, 1.0]
+    assert bad.scores() == [0.0, 0.0, 1.0]

@@ -36,7 +36,7 @@ class Outcome:
 
     item_id: str
     score: float | None
-    """1/0 for exact-answer tasks (a failed run scores 0); a judge's score otherwise."""
+    """1/0 for exact-answer and code tasks (a failed run scores 0); a judge's score otherwise."""
     output: str
     answer: str | None = None
     """The answer extracted from ``output`` (exact-answer tasks)."""
@@ -143,7 +143,7 @@ class Evaluator:
             raise
         except MoAError as exc:
             usage = Usage.sum(r.usage for r in results)
-            failed = 0.0 if self.task.kind in ("exact", "code") else None
+            failed = 0.0 if self.task.binary else None
             return Outcome(item.id, failed, "", usage=usage, error=f"{type(exc).__name__}: {exc}")
         usage = Usage.sum(r.usage for r in results)
         first = results[0].layers[0].agents if results[0].layers else ()
