@@ -195,7 +195,6 @@ def _run_in(
         "HOME": str(work),
         "TMPDIR": str(work),
         "LANG": "C.UTF-8",
-        "PYTHONHASHSEED": "0",
     }
     config = {
         "program": str(program),
