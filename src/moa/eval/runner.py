@@ -25,6 +25,7 @@ from moa.config import MixtureConfig
 from moa.engine.mixture import Mixture
 from moa.engine.result import Result
 from moa.errors import ConfigError, MoAError
+from moa.eval.code import score_code_record
 from moa.eval.datasets import EvalItem
 from moa.eval.judge import Judge
 from moa.eval.prompts import PromptSet
@@ -174,7 +175,7 @@ class EvalRun:
         return CachingRegistry(providers, local, store=SQLiteCallStore(self.options.cache))
 
     def _judge_config(self) -> list[MixtureConfig]:
-        if self.task.kind == "exact":
+        if self.task.kind in ("exact", "code"):
             return []
         if self.options.judge is None:
             raise ConfigError(
@@ -185,7 +186,7 @@ class EvalRun:
         return [judge.config] if judge.config is not None else []
 
     def _judge(self, configs: Sequence[MixtureConfig]) -> Judge | None:
-        if self.options.judge is None or self.task.kind == "exact":
+        if self.options.judge is None or self.task.kind in ("exact", "code"):
             return None
         settings = GenerationSettings(temperature=0.0, max_tokens=1024, seed=0)
         judge = resolve_system(self.options.judge, settings).with_timeout(self.options.timeout)
@@ -382,6 +383,8 @@ class EvalRun:
             if item.choices:
                 record["choices"] = list(item.choices)
             score_exact_record(record)
+        elif self.task.kind == "code":
+            await score_code_record(record, item)
         elif self.task.kind == "pairwise":
             assert self.judge is not None
             verdict = await self.judge.pairwise(item.turns[0], output, item.references[0])

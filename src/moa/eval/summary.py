@@ -1,6 +1,7 @@
 """Per-system numbers of a run, computed from its ``run.json`` and ``items.jsonl``.
 
-Scores: an exact-answer item is 1 or 0 (reported in percent); a pairwise item
+Scores: an exact-answer item is 1 or 0, and so is a code item (its tests passed
+or not; reported in percent); a pairwise item
 is the preference over the reference (1 win, 0.5 split, 0 loss; percent); a
 graded item is the judge's mean rating of its turns (1–10). An item on which
 the system failed counts as the worst score; an item the judge left unrated is
@@ -39,7 +40,9 @@ __all__ = [
     "summarize",
 ]
 
-_WORST = {"exact": 0.0, "pairwise": 0.0, "graded": 1.0}
+_WORST = {"exact": 0.0, "code": 0.0, "pairwise": 0.0, "graded": 1.0}
+_BINARY = ("exact", "code")
+"""Kinds whose items score 1 or 0: McNemar tests and an oracle bound apply."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class AgentSummary:
     model: str
     calls: int
     right: float | None
-    """Percent of its calls whose own reply held the right answer (exact-answer tasks)."""
+    """Percent of its calls whose own reply held the right answer (exact-answer and code tasks)."""
     at_limit: float
     """Percent of its calls that stopped at ``max_tokens`` (``finish_reason: length``)."""
     completion_tokens: float
@@ -345,7 +348,7 @@ def _compare(
             pair = _paired(first.name, second.name, scores, factor, kind)
             if pair is not None:
                 run.pairs.append(pair)
-    if kind == "exact" and common:
+    if kind in _BINARY and common:
         hits = []
         for item in sorted(common):
             hits.append(
@@ -369,7 +372,7 @@ def _paired(
     a = [scores[first][i] for i in shared]
     b = [scores[second][i] for i in shared]
     difference = paired_difference(a, b).scaled(factor)
-    if kind != "exact":
+    if kind not in _BINARY:
         return PairedComparison(first, second, difference)
     only_first = sum(x > y for x, y in zip(a, b, strict=True))
     only_second = sum(y > x for x, y in zip(a, b, strict=True))

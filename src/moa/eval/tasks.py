@@ -1,8 +1,10 @@
-"""The four task kinds: how to load a set, what to ask, and how a reply is scored.
+"""The task kinds: how to load a set, what to ask, and how a reply is scored.
 
 ``exact`` tasks (GSM8K, MMLU) compare an extracted answer with the gold one, so
 they also get a majority vote over a mixture's proposers and an oracle bound;
-``pairwise`` (AlpacaEval) and ``graded`` (MT-Bench) tasks need a judge.
+``code`` tasks (HumanEval) run the item's tests on the reply's code in a
+sandbox (pass@1, and an oracle bound); ``pairwise`` (AlpacaEval) and ``graded``
+(MT-Bench) tasks need a judge.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from moa.answers import numbers_equal
 from moa.errors import ConfigError
 from moa.eval.datasets import (
     EvalItem,
+    humaneval_package_data,
     load_alpaca_eval,
     load_gsm8k,
+    load_humaneval,
     load_mmlu,
     load_mt_bench,
 )
@@ -26,7 +30,7 @@ from moa.eval.scorers import ExactScore, score_choice, score_number
 
 __all__ = ["TASKS", "Task", "get_task"]
 
-TaskKind = Literal["exact", "pairwise", "graded"]
+TaskKind = Literal["exact", "code", "pairwise", "graded"]
 _LETTERS = "ABCDEFGHIJ"
 
 
@@ -40,6 +44,13 @@ class Task:
     template: str | None = None
     """The prompt template wrapped around the item (``None``: the item's text as is)."""
     description: str = ""
+    default_data: Callable[[], str] | None = None
+    """Where the data is when the user gives no ``--data`` (``None``: it must be given)."""
+
+    @property
+    def binary(self) -> bool:
+        """Whether every item scores 1 or 0 (accuracy, McNemar, oracle)."""
+        return self.kind in ("exact", "code")
 
     def load(self, source: str | Path, reference: str | Path | None = None) -> list[EvalItem]:
         return self.loader(source, reference)
@@ -49,6 +60,9 @@ class Task:
         text = item.turns[turn]
         if self.template is None:
             return text
+        if self.kind == "code":
+            # Code goes in verbatim: fill() would break '[[' in a docstring for the judges' sake.
+            return prompts.get(self.template).replace("{question}", text)
         values = {"question": text}
         if item.choices:
             values["choices"] = "\n".join(
@@ -92,12 +106,22 @@ TASKS: dict[str, Task] = {
     "mmlu": Task(
         "mmlu", "exact", _no_reference(load_mmlu), "task_mmlu", "four-choice questions (MMLU-Redux)"
     ),
+    "humaneval": Task(
+        "humaneval",
+        "code",
+        _no_reference(load_humaneval),
+        "task_humaneval",
+        "Python functions, pass@1 by running their tests",
+        humaneval_package_data,
+    ),
     "alpaca_eval": Task(
         "alpaca_eval", "pairwise", load_alpaca_eval, None, "judged pairwise against a reference"
     ),
     "mt_bench": Task("mt_bench", "graded", load_mt_bench, None, "two turns, judged 1-10"),
 }
 _ALIASES = {
+    "human_eval": "humaneval",
+    "human-eval": "humaneval",
     "mmlu_redux": "mmlu",
     "mmlu-redux": "mmlu",
     "alpaca": "alpaca_eval",

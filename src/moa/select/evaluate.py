@@ -16,6 +16,7 @@ from moa.engine.mixture import Mixture
 from moa.engine.result import Result
 from moa.engine.spec import MixtureSpec
 from moa.errors import ConfigError, MoAError
+from moa.eval.code import score_code
 from moa.eval.datasets import EvalItem
 from moa.eval.judge import Judge
 from moa.eval.prompts import PromptSet
@@ -35,7 +36,7 @@ class Outcome:
 
     item_id: str
     score: float | None
-    """1/0 for exact-answer tasks (a failed run scores 0); a judge's score otherwise."""
+    """1/0 for exact-answer and code tasks (a failed run scores 0); a judge's score otherwise."""
     output: str
     answer: str | None = None
     """The answer extracted from ``output`` (exact-answer tasks)."""
@@ -95,7 +96,7 @@ class Evaluator:
         concurrency: int = 1,
         progress: ItemProgress | None = None,
     ) -> None:
-        if task.kind != "exact" and judge is None:
+        if task.kind not in ("exact", "code") and judge is None:
             raise ConfigError(f"task {task.name!r} is scored by a judge: give --judge MODEL")
         self.task = task
         self.registry = registry
@@ -142,7 +143,7 @@ class Evaluator:
             raise
         except MoAError as exc:
             usage = Usage.sum(r.usage for r in results)
-            failed = 0.0 if self.task.kind == "exact" else None
+            failed = 0.0 if self.task.binary else None
             return Outcome(item.id, failed, "", usage=usage, error=f"{type(exc).__name__}: {exc}")
         usage = Usage.sum(r.usage for r in results)
         first = results[0].layers[0].agents if results[0].layers else ()
@@ -156,6 +157,9 @@ class Evaluator:
         if self.task.kind == "exact":
             exact = self.task.score(item, outputs[-1])
             return float(exact.correct), exact.extracted
+        if self.task.kind == "code":
+            result = await score_code(item, outputs[-1])
+            return float(result.passed), None
         assert self.judge is not None
         if self.task.kind == "pairwise":
             verdict = await self.judge.pairwise(item.turns[0], outputs[-1], item.references[0])
