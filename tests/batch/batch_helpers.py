@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from moa.engine.mixture import Mixture
@@ -35,7 +37,27 @@ def fake_mixture(delay: float = 0.0) -> Mixture:
     return Mixture(spec, ProviderRegistry().add("fake", provider))
 
 
-def write_requests(path: Path, count: int, *, extra: list[str] = ()) -> Path:  # type: ignore[assignment]
+def crashing_mixture(marker: str, after: int = 40) -> Mixture:
+    """:func:`fake_mixture` whose process dies at its ``after``-th call, once (``marker`` says so).
+
+    It stands for a Ray actor lost mid-job: a node gone, a process killed.
+    """
+    calls = 0
+
+    def reply(request: CompletionRequest) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == after and not Path(marker).exists():
+            Path(marker).write_text("crashed")
+            os._exit(1)
+        return _reply(request)
+
+    mixture = fake_mixture()
+    provider = FunctionProvider(reply, name="fake", delay=0.01)
+    return Mixture(mixture.spec, ProviderRegistry().add("fake", provider))
+
+
+def write_requests(path: Path, count: int, *, extra: Sequence[str] = ()) -> Path:
     """``count`` Batch API request lines, then the raw ``extra`` lines."""
     lines = [
         json.dumps(
