@@ -157,7 +157,8 @@ def batch_command(
             defaults=defaults,
             system=system,
         )
-        factory = ConfigMixture(mixture_config, None if no_cache else cache)
+        # Absolute: Ray actors open the cache from their own working folder.
+        factory = ConfigMixture(mixture_config, None if no_cache else cache.expanduser().resolve())
         runner = (
             LocalEngine(concurrency=concurrency)
             if chosen == "local"
