@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from moa.bench import latency, overhead, server
+from moa.bench import batch, latency, overhead, server
 
 __all__ = ["bench_app"]
 
@@ -12,3 +12,4 @@ bench_app = typer.Typer(help="Measure the engine itself.", no_args_is_help=True)
 bench_app.command("overhead")(overhead.command)
 bench_app.command("latency")(latency.command)
 bench_app.command("server")(server.command)
+bench_app.command("batch")(batch.command)

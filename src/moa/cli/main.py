@@ -11,6 +11,7 @@ import sys
 import typer
 
 from moa import __version__
+from moa.cli.batch import batch_command
 from moa.cli.bench import bench_app
 from moa.cli.cache import cache_app
 from moa.cli.eval import eval_command
@@ -35,6 +36,7 @@ app = typer.Typer(
 app.command("run")(run)
 app.command("chat")(chat)
 app.command("eval")(eval_command)
+app.command("batch")(batch_command)
 app.command("serve")(serve)
 app.command("strategies")(strategies)
 app.command("select")(select_command)
