@@ -14,6 +14,7 @@ from moa import __version__
 from moa.cli.bench import bench_app
 from moa.cli.cache import cache_app
 from moa.cli.eval import eval_command
+from moa.cli.logs import logs_app
 from moa.cli.models import models_app
 from moa.cli.run import chat, run
 from moa.cli.select import select_command
@@ -41,6 +42,7 @@ app.command("select")(select_command)
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")
 app.add_typer(cache_app, name="cache")
+app.add_typer(logs_app, name="logs")
 
 
 def _version(value: bool) -> None:
