@@ -142,8 +142,10 @@ class Tracing:
         if root is None:
             return
         context = self._trace.set_span_in_context(root)
-        ended = run.started_at + run.latency_s
-        for call in run.result.calls() if run.result else run.calls:
+        calls = list(run.result.calls() if run.result else run.calls)
+        ends = [c.started_at + c.latency_s for c in calls if c.started_at]
+        ended = max([run.ended_at, *ends])
+        for call in calls:
             self._call_span(call, context, ended)
         root.set_attribute("moa.run_id", run.id)
         root.set_attribute("moa.calls", len(run.calls))

@@ -42,6 +42,8 @@ class FinishedRun:
     started_at: float
     latency_s: float
     trace_id: str
+    ended_at: float = 0.0
+    """Wall-clock time (Unix seconds) the run was over for its caller."""
     replay_of: str | None = None
     setup: Mapping[str, Any] | None = None
     """How the mixture reached its models (``providers:``/``local:`` of its config, keys left
@@ -105,6 +107,7 @@ class RunCapture:
             started_at=self._started,
             latency_s=result.latency_s if result else time.perf_counter() - self._clock,
             trace_id=result.trace_id if result else self.trace_id,
+            ended_at=time.time(),
             replay_of=self.replay_of,
             setup=self.setup,
             span=self.span,
