@@ -164,3 +164,18 @@ def test_prune(config: Path) -> None:
 def test_no_history_yet_says_how_runs_get_there() -> None:
     result = runner.invoke(app, ["logs"])
     assert result.exit_code == 2 and "no run history" in result.output
+
+
+def test_chat_turns_are_recorded_with_the_conversation_so_far(config: Path) -> None:
+    result = runner.invoke(
+        app, ["chat", "--config", str(config)], input="First question?\nSecond question?\n"
+    )
+    assert result.exit_code == 0, result.output
+    second, first = _runs()
+    assert first["source"] == second["source"] == "chat"
+    full = json.loads(_run("logs", "show", str(second["id"]), "--json"))
+    assert [m["content"] for m in full["conversation"]] == [
+        "First question?",
+        "Paris.",
+        "Second question?",
+    ]
