@@ -311,7 +311,7 @@ def prune(
         float, typer.Option("--older-than", min=0.0, help="Delete runs older than this many days.")
     ],
 ) -> None:
-    """Delete old runs now (MOA_HISTORY_DAYS does it on every write)."""
+    """Delete old runs now (MOA_HISTORY_DAYS does it whenever a command or server starts)."""
     with reporting_errors():
         store = _open()
         removed = store.prune(older_than_days=older_than)
