@@ -27,3 +27,13 @@ def _no_external_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _private_history(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Runs made by tests go to a run history of their own, never the user's."""
+    monkeypatch.setenv("MOA_HOME", str(tmp_path_factory.mktemp("moa-home")))
+    for name in ("MOA_HISTORY_DAYS", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)

@@ -24,7 +24,7 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert ci.rstrip().endswith("exec " + commands[1].strip())
     # Right after the first command, the second installs what the tests need, then runs them.
     script = (README.parent / "scripts" / "test").read_text()
-    assert "pip install --quiet -e '.[local,server,eval,ray,dev]'" in script
+    assert "pip install --quiet -e '.[local,server,eval,ray,otel,dev]'" in script
     assert "moa models pull smollm2-135m" in script
     assert script.rstrip().endswith('exec .venv/bin/python -m pytest "$@"')
 

@@ -40,9 +40,11 @@ class MixtureConfig(MixtureSpec):
 
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     local: LocalSettings = Field(default_factory=LocalSettings)
+    history: bool = True
+    """Record the runs of ``moa run`` and ``moa chat`` in the run history (``moa logs``)."""
 
     def spec(self) -> MixtureSpec:
-        data = self.model_dump(exclude={"providers", "local"})
+        data = self.model_dump(exclude={"providers", "local", "history"})
         return MixtureSpec.model_validate(data)
 
     def registry(self) -> ProviderRegistry:

@@ -38,6 +38,12 @@ def test_benchmark_runs_at_tiny_scale() -> None:
     assert 1.0 <= report.ratio < 50
     assert "wall / critical" in report.format()
     assert report.to_dict()["calls_per_run"] == 3
+    assert report.history_runs == 3  # the cold run and the two warm ones
+    assert "run history: on, 3 run(s) written" in report.format()
+    assert (
+        measure_overhead(layers=1, agents=1, latency=0.02, runs=1, history=False).history_runs
+        is None
+    )
 
 
 def test_cli_prints_the_report_as_json() -> None:

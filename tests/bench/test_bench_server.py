@@ -40,6 +40,9 @@ def test_benchmark_runs_through_a_real_server_at_tiny_scale() -> None:
     assert report.upstream_retries == 0  # read from the server's /metrics
     assert "added latency, end of stream" in report.format()
     assert "upstream calls retried by the server: 0" in report.format()
+    # History on by default: every request (and the four warm-up ones) was recorded.
+    assert report.history_runs == 6 + 4
+    assert "run history: on, 10 run(s) written" in report.format()
 
 
 def test_inprocess_upstream_measures_the_server_alone() -> None:
@@ -58,6 +61,16 @@ def test_inprocess_upstream_measures_the_server_alone() -> None:
     assert all(-5 < added < 3000 for added in report.added_ms)
     assert all(-5 < added < 3000 for added in report.added_ttft_ms)
     assert "in-process fakes" in report.format()
+    assert report.history_runs == 4 + 4
+
+
+def test_history_can_be_off() -> None:
+    shape = BenchShape(
+        requests=2, concurrency=2, ramp=0.0, latency=0.1, first_token=0.05, tokens=3, history=False
+    )
+    report = measure_server(shape)
+    assert report.errors == [] and report.history_runs is None
+    assert "run history: off" in report.format()
 
 
 def test_command_prints_json() -> None:

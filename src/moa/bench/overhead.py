@@ -8,7 +8,9 @@ aggregator's call, each as long as the upstream itself spent on it (its
 handler's own duration, so HTTP, SDK and engine costs all count as overhead).
 The ratio wall / critical path is 1.0 for an engine that adds nothing. The
 first run (HTTP client creation, TCP connects) is reported apart from the
-median of the warm runs.
+median of the warm runs. As in ``moa run``, every run is recorded in a run
+history (a temporary one) and traced when ``OTEL_*`` asks for it, unless
+``history=False``.
 """
 
 from __future__ import annotations
@@ -17,13 +19,18 @@ import asyncio
 import json
 import os
 import statistics
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from moa.config import build_mixture, parse_config
+from moa.history import HistorySettings, RunLog
+from moa.tracing import Tracing
+from moa.types import Message
 
 if TYPE_CHECKING:
     from moa.bench.upstream import ChildUpstream
@@ -59,6 +66,9 @@ class OverheadReport:
     runs: tuple[OverheadRun, ...] = field(default_factory=tuple)
     load: tuple[float, int] | None = None
     """The machine's 1-minute load average before the runs, and its number of CPUs."""
+    history_runs: int | None = None
+    """Runs written to the run history (``None``: history off)."""
+    traced: bool = False
 
     @property
     def configured_critical_path_s(self) -> float:
@@ -92,6 +102,8 @@ class OverheadReport:
             "runs": [{**asdict(r), "ratio": r.ratio} for r in self.runs],
             "load_average_1m": None if self.load is None else self.load[0],
             "cpus": None if self.load is None else self.load[1],
+            "history_runs": self.history_runs,
+            "traced": self.traced,
         }
 
     def format(self) -> str:
@@ -106,6 +118,9 @@ class OverheadReport:
             f"  wall / critical  {self.ratio:.4f}  (target <= {TARGET_RATIO}: {verdict})",
             f"  overhead         {(self.wall_s - self.critical_path_s) * 1000:.1f} ms per run",
             f"cold first run: wall {self.cold.wall_s:.4f} s, ratio {self.cold.ratio:.4f}",
+            "run history: "
+            + ("off" if self.history_runs is None else f"on, {self.history_runs} run(s) written")
+            + f"; OpenTelemetry {'on' if self.traced else 'off'}",
         ]
         if self.load is not None:
             lines.append(f"machine: load average {self.load[0]:.2f} on {self.load[1]} CPUs")
@@ -134,16 +149,20 @@ def _critical_path(records: list[RequestRecord], layers: int, wall_s: float) -> 
 
 
 async def _measure(
-    upstream: ChildUpstream, layers: int, agents: int, runs: int
+    upstream: ChildUpstream, layers: int, agents: int, runs: int, log: RunLog
 ) -> list[OverheadRun]:
     mixture = build_mixture(parse_config(_config(upstream.base_url, layers, agents), "benchmark"))
     mixture.check()  # imports the provider module and resolves ids: not part of any run
     measured: list[OverheadRun] = []
+    messages = (Message("user", PROMPT),)
     try:
         for _ in range(runs + 1):
             first = len(upstream.records())
             started = time.perf_counter()
-            await mixture.arun(PROMPT)
+            capture = log.start(mixture.spec, messages, source="cli")
+            async for event in mixture.astream(messages, trace_id=capture.trace_id):
+                capture.observe(event)
+            log.submit(capture.finish())
             wall = time.perf_counter() - started
             measured.append(_critical_path(upstream.records()[first:], layers, wall))
     finally:
@@ -152,7 +171,7 @@ async def _measure(
 
 
 def measure_overhead(
-    layers: int = 3, agents: int = 4, latency: float = 0.2, runs: int = 5
+    layers: int = 3, agents: int = 4, latency: float = 0.2, runs: int = 5, history: bool = True
 ) -> OverheadReport:
     """Run the benchmark (starts and stops its own fake upstream)."""
     from moa.bench.upstream import ChildUpstream
@@ -163,10 +182,25 @@ def measure_overhead(
     behavior = ModelBehavior(
         text="The sky looks blue because air scatters short wavelengths most.", latency=latency
     )
-    with ChildUpstream(default=behavior) as upstream:
+    with ChildUpstream(default=behavior) as upstream, tempfile.TemporaryDirectory() as folder:
+        settings = HistorySettings(Path(folder) / "history.sqlite") if history else None
+        log = RunLog(settings, Tracing.from_env())
         load = _load()
-        measured = asyncio.run(_measure(upstream, layers, agents, runs))
-    return OverheadReport(layers, agents, latency, measured[0], tuple(measured[1:]), load)
+        try:
+            measured = asyncio.run(_measure(upstream, layers, agents, runs, log))
+        finally:
+            log.close()
+        written = log.written if history else None
+    return OverheadReport(
+        layers,
+        agents,
+        latency,
+        measured[0],
+        tuple(measured[1:]),
+        load,
+        written,
+        log.tracing is not None,
+    )
 
 
 def _load() -> tuple[float, int] | None:
@@ -182,8 +216,15 @@ def command(
     agents: Annotated[int, typer.Option(min=1, help="Agents per layer.")] = 4,
     latency: Annotated[float, typer.Option(min=0.001, help="Seconds every call takes.")] = 0.2,
     runs: Annotated[int, typer.Option(min=1, help="Warm runs (after one cold run).")] = 5,
+    history: Annotated[
+        bool,
+        typer.Option(
+            "--history/--no-history",
+            help="Record every run in a run history (a temporary one), as moa run does.",
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Orchestration overhead: wall time / critical path against a fixed-latency upstream."""
-    report = measure_overhead(layers, agents, latency, runs)
+    report = measure_overhead(layers, agents, latency, runs, history)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())

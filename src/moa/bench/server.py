@@ -76,6 +76,8 @@ class BenchShape:
     upstream: str = "http"
     """``http``: a fake OpenAI server in its own process, reached through the real HTTP
     provider; ``inprocess``: providers inside the server with the same timing (no HTTP client)."""
+    history: bool = True
+    """The server records every request in a run history (its own, in a temporary folder)."""
 
     @property
     def ideal_s(self) -> float:
@@ -106,6 +108,8 @@ class ServerBenchReport:
     load: tuple[float, int] | None = None
     upstream_retries: int | None = None
     """Failed upstream attempts the server tried again (its ``/metrics``)."""
+    history_runs: int | None = None
+    """Runs the server wrote to its run history (``None``: history off)."""
 
     @property
     def peak_in_flight(self) -> int:
@@ -164,6 +168,7 @@ class ServerBenchReport:
             "added_ttft_ms": summary(self.added_ttft_ms),
             "upstream_late_ms": summary(self.upstream_late_ms),
             "upstream_retries": self.upstream_retries,
+            "history_runs": self.history_runs,
             "wall_s": self.wall_s,
             "throughput_rps": len(self.timings) / self.wall_s if self.wall_s else 0.0,
             "server_cpu_s": self.server_cpu_s,
@@ -204,6 +209,12 @@ class ServerBenchReport:
             "upstream's own lateness:      " + _quantiles(late) + " (part of the above)",
             "upstream calls retried by the server: "
             + ("unknown" if self.upstream_retries is None else str(self.upstream_retries)),
+            "run history: "
+            + (
+                "off"
+                if self.history_runs is None
+                else f"on, {self.history_runs} run(s) written (warm-up included)"
+            ),
             f"wall {self.wall_s:.2f} s, {n / self.wall_s:.1f} requests/s{cpu}",
             f"target p99 <= {TARGET_P99_MS:g} ms with 0 errors: {'met' if self.met else 'NOT met'}",
         ]
@@ -328,6 +339,7 @@ def _server_command(config_dir: Path, port: int, shape: BenchShape) -> list[str]
     options = ["--port", str(port), "--config-dir", str(config_dir), "--no-presets"]
     options += ["--workers", str(shape.workers), "--max-concurrency", str(shape.concurrency * 2)]
     options += ["--log-level", "warning", "--no-access-log"]
+    options += [] if shape.history else ["--no-history"]
     return [sys.executable, "-c", "from moa.cli.main import main; main()", "serve", *options]
 
 
@@ -373,7 +385,11 @@ def serve_inprocess() -> None:
     shape = BenchShape(**json.loads(sys.argv[1]))
     spec = parse_config(_config("http://unused", shape), "benchmark").spec()
     registry = ProviderRegistry().add("upstream", _ScheduledProvider(shape))
-    settings = ServerSettings(include_presets=False, max_concurrent_requests=shape.concurrency * 2)
+    settings = ServerSettings(
+        include_presets=False,
+        max_concurrent_requests=shape.concurrency * 2,
+        history=shape.history,
+    )
     app = create_app(settings, mixtures={"bench": Mixture(spec, registry)})
     tune_gc_for_serving()
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
@@ -381,7 +397,8 @@ def serve_inprocess() -> None:
 
 def _start_server(config_dir: Path, port: int, shape: BenchShape) -> subprocess.Popen[bytes]:
     command = _server_command(config_dir, port, shape)
-    env = {**os.environ, "MOA_API_KEYS": ""}
+    # The bench's requests go to a history of their own, not the user's.
+    env = {**os.environ, "MOA_API_KEYS": "", "MOA_HOME": str(config_dir / "home")}
     server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -485,6 +502,8 @@ def measure_server(shape: BenchShape) -> ServerBenchReport:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
+        # Read once the server has stopped: its writer has written everything by then.
+        history_runs = _history_runs(config_dir / "home") if shape.history else None
     late = [(r.duration - shape.latency) * 1000 for r in records if r.status == 200]
     cpu = [
         None if start is None or end is None else end - start
@@ -497,7 +516,22 @@ def measure_server(shape: BenchShape) -> ServerBenchReport:
     retries = (
         None if retries_before is None or retries_after is None else retries_after - retries_before
     )
-    return ServerBenchReport(shape, timings, wall, late, cpu[0], cpu[1], cpu[2], load, retries)
+    return ServerBenchReport(
+        shape, timings, wall, late, cpu[0], cpu[1], cpu[2], load, retries, history_runs
+    )
+
+
+def _history_runs(home: Path) -> int:
+    from moa.history import HistoryStore
+
+    path = home / "history.sqlite"
+    if not path.is_file():
+        return 0
+    store = HistoryStore(path, create=False)
+    try:
+        return store.count()
+    finally:
+        store.close()
 
 
 def command(
@@ -525,6 +559,13 @@ def command(
             "inprocess: fake providers inside the server (the server's own cost, no HTTP client)."
         ),
     ] = "http",
+    history: Annotated[
+        bool,
+        typer.Option(
+            "--history/--no-history",
+            help="The server records every request in a run history (a temporary one).",
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Latency the server adds over its upstream, under N concurrent streaming requests."""
@@ -535,7 +576,17 @@ def command(
     if upstream == "inprocess" and workers != 1:
         raise typer.BadParameter("--upstream inprocess runs one worker")
     shape = BenchShape(
-        requests, concurrency, ramp, layers, agents, latency, first_token, tokens, workers, upstream
+        requests,
+        concurrency,
+        ramp,
+        layers,
+        agents,
+        latency,
+        first_token,
+        tokens,
+        workers,
+        upstream,
+        history,
     )
     report = measure_server(shape)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())

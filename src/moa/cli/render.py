@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator, Sequence
 from typing import TextIO
 
 from rich.console import Console
@@ -11,9 +12,9 @@ from rich.panel import Panel
 from rich.text import Text
 
 from moa.engine.events import AgentDone, AgentFailed, Done, Event, LayerStarted, TextDelta
-from moa.engine.result import AgentResult, Result
+from moa.engine.result import AgentResult, LayerResult, Result
 
-__all__ = ["EventPrinter", "result_json", "summary_line"]
+__all__ = ["EventPrinter", "result_json", "run_events", "summary_line"]
 
 
 def summary_line(result: Result) -> str:
@@ -28,6 +29,31 @@ def summary_line(result: Result) -> str:
 
 def result_json(result: Result) -> str:
     return json.dumps(result.to_dict(), indent=2, ensure_ascii=False)
+
+
+def run_events(
+    layers: Sequence[LayerResult],
+    extra_calls: Sequence[AgentResult] = (),
+    aggregator: AgentResult | None = None,
+    result: Result | None = None,
+) -> Iterator[Event]:
+    """The events a live run would have shown for these calls (to show a stored run again).
+
+    With ``result`` the run ends as it ended, with its answer and :class:`Done`.
+    """
+    for layer in layers:
+        yield LayerStarted(layer.index, "proposer", tuple(a.agent for a in layer.agents))
+        for agent in layer.agents:
+            yield AgentDone(agent) if agent.ok else AgentFailed(agent)
+    for call in extra_calls:
+        yield AgentDone(call) if call.ok else AgentFailed(call)
+    if aggregator is not None:
+        yield LayerStarted(aggregator.layer, "aggregator", (aggregator.agent,))
+        yield AgentDone(aggregator) if aggregator.ok else AgentFailed(aggregator)
+    if result is not None:
+        if result.output:
+            yield TextDelta(result.output)
+        yield Done(result)
 
 
 class EventPrinter:

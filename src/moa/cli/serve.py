@@ -91,6 +91,20 @@ def serve(
             "of the clients and load balancers in front (openai SDK 5 s, AWS ALB 60 s).",
         ),
     ] = 75,
+    history: Annotated[
+        bool,
+        typer.Option(
+            "--history/--no-history",
+            help="Record every request in the run history (moa logs, GET /v1/moa/runs).",
+        ),
+    ] = True,
+    log_content: Annotated[
+        str,
+        typer.Option(
+            "--log-content",
+            help="What the history keeps: full (messages and answers) or none.",
+        ),
+    ] = "full",
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log every request line.")
@@ -108,6 +122,8 @@ def serve(
             raise ConfigError(
                 "the server needs its extra: pip install 'mixture-of-agents[server]'"
             ) from exc
+        if log_content not in ("full", "none"):
+            raise typer.BadParameter("must be full or none", param_hint="--log-content")
         keys = api_keys_from_env(api_key_env)
         if not keys and not allow_unauthenticated and not is_loopback(host):
             raise ConfigError(
@@ -126,6 +142,8 @@ def serve(
             max_messages=max_messages,
             max_concurrent_requests=max_concurrency,
             request_deadline=deadline,
+            history=history,
+            history_content="none" if log_content == "none" else "full",
         )
         app = create_app(settings)  # a broken config fails here, before the port is taken
         catalog = app.state.catalog

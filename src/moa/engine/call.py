@@ -263,6 +263,9 @@ def _result(
         cost=cost,
         partial=partial,
         notes=call.notes,
+        messages=call.messages,
+        params=call.params,
+        started_at=time.time() - (now - progress.started),
     )
 
 

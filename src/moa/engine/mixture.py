@@ -106,11 +106,14 @@ class Mixture:
         *,
         params: GenerationParams | None = None,
         agent_deltas: bool = False,
+        trace_id: str | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Run the mixture, yielding events as they happen; the last one is :class:`Done`.
 
         ``params`` apply to the final answer (its ``extra`` goes to every call);
-        ``agent_deltas`` also streams the intermediate agents' text.
+        ``agent_deltas`` also streams the intermediate agents' text. ``trace_id``
+        (32 hex digits) names the run, e.g. after the caller's OpenTelemetry trace;
+        by default a new random one does.
         """
         messages = as_messages(prompt)
         self.check()
@@ -122,7 +125,7 @@ class Mixture:
             emit=queue.put_nowait,
             request_params=params or GenerationParams(),
             agent_deltas=agent_deltas,
-            trace_id=uuid.uuid4().hex,
+            trace_id=trace_id or uuid.uuid4().hex,
             latency=self.latency,
         )
         task = asyncio.create_task(self._execute(ctx))
@@ -149,26 +152,41 @@ class Mixture:
             aggregator=final,
             mixture=self.name,
             trace_id=ctx.trace_id,
-            latency_s=time.perf_counter() - ctx.started,
+            latency_s=(latency := time.perf_counter() - ctx.started),
             ttft_s=None if ctx.first_token is None else ctx.first_token - ctx.started,
             extra_calls=tuple(ctx.extra_calls),
             notes=tuple(ctx.notes),
+            started_at=time.time() - latency,
         )
 
-    async def arun(self, prompt: Prompt, *, params: GenerationParams | None = None) -> Result:
+    async def arun(
+        self,
+        prompt: Prompt,
+        *,
+        params: GenerationParams | None = None,
+        trace_id: str | None = None,
+    ) -> Result:
         """Run the mixture and return its :class:`Result`."""
-        async for event in self.astream(prompt, params=params):
+        async for event in self.astream(prompt, params=params, trace_id=trace_id):
             if isinstance(event, Done):
                 return event.result
         raise AssertionError("a run always ends with a Done event")  # pragma: no cover
 
-    def run(self, prompt: Prompt, *, params: GenerationParams | None = None) -> Result:
+    def run(
+        self,
+        prompt: Prompt,
+        *,
+        params: GenerationParams | None = None,
+        trace_id: str | None = None,
+    ) -> Result:
         """Blocking :meth:`arun` (not from inside a running event loop)."""
-        return asyncio.run(self._arun_and_close(prompt, params))
+        return asyncio.run(self._arun_and_close(prompt, params, trace_id))
 
-    async def _arun_and_close(self, prompt: Prompt, params: GenerationParams | None) -> Result:
+    async def _arun_and_close(
+        self, prompt: Prompt, params: GenerationParams | None, trace_id: str | None
+    ) -> Result:
         try:
-            return await self.arun(prompt, params=params)
+            return await self.arun(prompt, params=params, trace_id=trace_id)
         finally:
             await self.providers.aclose()
 
@@ -178,10 +196,11 @@ class Mixture:
         *,
         params: GenerationParams | None = None,
         agent_deltas: bool = False,
+        trace_id: str | None = None,
     ) -> Iterator[Event]:
         """Blocking :meth:`astream`: events as they happen, on a private event loop."""
         loop = asyncio.new_event_loop()
-        events = self.astream(prompt, params=params, agent_deltas=agent_deltas)
+        events = self.astream(prompt, params=params, agent_deltas=agent_deltas, trace_id=trace_id)
         try:
             while True:
                 try:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from moa.types import Usage
+from moa.types import GenerationParams, Message, Usage
 
 __all__ = ["AgentResult", "LayerResult", "Result"]
 
@@ -35,6 +35,12 @@ class AgentResult:
     """The output is a prefix: the call was stopped early (quorum, deadline) or failed mid-way."""
     notes: tuple[str, ...] = ()
     """What the engine did to this call (e.g. references truncated)."""
+    messages: tuple[Message, ...] = field(default=(), repr=False, compare=False)
+    """The conversation this call sent, references included (the run history keeps it)."""
+    params: GenerationParams | None = field(default=None, repr=False, compare=False)
+    """The sampling parameters this call sent."""
+    started_at: float = field(default=0.0, compare=False)
+    """Wall-clock time (Unix seconds) the call started; 0 when unknown (traces use it)."""
 
     @property
     def ok(self) -> bool:
@@ -106,6 +112,8 @@ class Result:
     extra_calls: tuple[AgentResult, ...] = ()
     """Calls outside layers and the final aggregator (judges, critics, re-aggregators)."""
     notes: tuple[str, ...] = ()
+    started_at: float = field(default=0.0, compare=False)
+    """Wall-clock time (Unix seconds) the run started."""
 
     def calls(self) -> Iterator[AgentResult]:
         """Every call of the run, the aggregator's last."""

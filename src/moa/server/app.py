@@ -7,6 +7,7 @@ registry that serves config files and pass-through ids (``providers=``).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -24,16 +25,19 @@ from starlette.responses import JSONResponse, Response
 
 from moa import __version__
 from moa.engine.mixture import Mixture
+from moa.history import HistorySettings, RunFilter, RunLog
 from moa.providers.registry import ProviderRegistry
 from moa.server.catalog import MixtureCatalog
 from moa.server.completions import ChatRun, ChatStream, ClientGoneError, race
 from moa.server.errors import APIError
-from moa.server.limits import CHAT_PATH, RequestGuard
+from moa.server.history import RunsReader
+from moa.server.limits import CHAT_PATH, RUNS_PATH, RequestGuard
 from moa.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from moa.server.responses import completion_body
 from moa.server.schemas import chat_body_schema, parse_chat_request
 from moa.server.settings import DEFAULT_API_KEY_ENV, ServerSettings, api_keys_from_env
 from moa.server.streaming import ChunkEncoder
+from moa.tracing import Tracing
 
 __all__ = ["SETTINGS_ENV", "create_app", "create_app_from_env", "tune_gc_for_serving"]
 
@@ -52,8 +56,13 @@ def create_app(
     *,
     mixtures: dict[str, Mixture] | None = None,
     providers: ProviderRegistry | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
-    """The server app. Config errors surface here, before it serves anything."""
+    """The server app. Config errors surface here, before it serves anything.
+
+    ``tracing`` sends OpenTelemetry spans through a given tracer provider; by
+    default the ``OTEL_*`` environment decides (see :mod:`moa.tracing`).
+    """
     settings = settings or ServerSettings()
     catalog = MixtureCatalog.load(
         config_dir=settings.config_dir,
@@ -65,12 +74,20 @@ def create_app(
     )
     metrics = ServerMetrics()
     static = _static_files()
+    tracing = tracing if tracing is not None else Tracing.from_env()
+    history = (
+        HistorySettings.from_env(content=settings.history_content) if settings.history else None
+    )
+    run_log = RunLog(history, tracing)
+    runs = RunsReader(history)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         metrics.close()
         await catalog.aclose()
+        await asyncio.to_thread(run_log.close)
+        runs.close()
 
     app = FastAPI(
         title="moa: Mixture-of-Agents, OpenAI-compatible",
@@ -82,21 +99,42 @@ def create_app(
     app.state.catalog = catalog
     app.state.metrics = metrics
     app.state.settings = settings
+    app.state.run_log = run_log
     _add_error_handlers(app, metrics)
     _document_chat_body(app)
 
     @app.post(CHAT_PATH, response_model=None)
     async def chat_completions(request: Request) -> Response:
+        if tracing is None:
+            return await answer(request, None)
+        span, parent = tracing.start_request(f"POST {CHAT_PATH}", request.headers)
+        span.set_attribute("http.request.method", "POST")
+        span.set_attribute("url.path", CHAT_PATH)
+        try:
+            response = await answer(request, parent)
+        except APIError as exc:
+            tracing.end_request(span, status=exc.status, error=exc.message)
+            raise
+        except Exception as exc:
+            tracing.end_request(span, status=500, error=f"{type(exc).__name__}: {exc}")
+            raise
+        if isinstance(response, ChatStream):
+            response.on_end(lambda status: tracing.end_request(span, status=status))
+        else:
+            tracing.end_request(span, status=response.status_code)
+        return response
+
+    async def answer(request: Request, parent: object | None) -> Response:
         chat = parse_chat_request(await request.body(), max_messages=settings.max_messages)
         mixture = catalog.get(chat.model)
         if chat.overrides is not None:
             mixture = mixture.variant(chat.overrides)
         label = chat.model if chat.model in catalog else "passthrough"
-        run = ChatRun(mixture, chat, metrics, label)
+        run = ChatRun(mixture, chat, metrics, label, log=run_log, parent=parent)
         run.check()
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        headers = {"x-request-id": completion_id}
+        headers = {"x-request-id": completion_id, "x-moa-trace-id": run.capture.trace_id}
         if chat.stream:
             encoder = ChunkEncoder(
                 completion_id=completion_id,
@@ -114,8 +152,37 @@ def create_app(
         body = completion_body(
             result, completion_id=completion_id, created=created, model=chat.model
         )
-        headers["x-moa-trace-id"] = result.trace_id
         return Response(_json(body), media_type="application/json", headers=headers)
+
+    @app.get(RUNS_PATH)
+    async def list_runs(
+        q: str | None = None,
+        mixture: str | None = None,
+        model: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        failed: bool = False,
+        source: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        where = RunFilter(
+            query=q,
+            mixture=mixture,
+            model=model,
+            since=since,
+            until=until,
+            failed=failed,
+            source=source,
+            limit=max(1, min(limit, 200)),
+            offset=max(0, offset),
+        )
+        found = await runs.list(where)
+        return {"object": "list", "data": [run.summary() for run in found]}
+
+    @app.get(RUNS_PATH + "/{run_id}")
+    async def get_run(run_id: str) -> dict[str, Any]:
+        return (await runs.get(run_id)).to_dict()
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:

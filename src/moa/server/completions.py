@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any, TypeVar
 
 from starlette.responses import Response
@@ -24,6 +24,7 @@ from moa.engine.events import AgentDone, AgentFailed, Done, Event, TextDelta
 from moa.engine.mixture import Mixture
 from moa.engine.result import Result
 from moa.errors import MoAError
+from moa.history import RunLog
 from moa.server.errors import APIError, from_library_error
 from moa.server.limits import send_error
 from moa.server.metrics import ServerMetrics
@@ -44,13 +45,25 @@ class ChatRun:
     """One request's run of a mixture, reporting to the metrics as it goes."""
 
     def __init__(
-        self, mixture: Mixture, request: ChatRequest, metrics: ServerMetrics, label: str
+        self,
+        mixture: Mixture,
+        request: ChatRequest,
+        metrics: ServerMetrics,
+        label: str,
+        *,
+        log: RunLog | None = None,
+        parent: object | None = None,
     ) -> None:
         self.mixture = mixture
         self.request = request
         self.metrics = metrics
         self.label = label
         self.started = time.perf_counter()
+        self.log = log or RunLog()
+        self.capture = self.log.start(
+            mixture.spec, request.messages, source="server", parent=parent
+        )
+        """What the history and the trace will get; ``capture.trace_id`` names the run."""
 
     def check(self) -> None:
         """Refuse, before any upstream call, a run that cannot start here."""
@@ -58,6 +71,7 @@ class ChatRun:
             self.mixture.check()
         except MoAError as exc:
             self.metrics.completions.labels(self.label, type(exc).__name__).inc()
+            self.log.submit(self.capture.finish(error=exc))
             raise self._api_error(exc) from exc
 
     def _api_error(self, error: MoAError) -> APIError:
@@ -69,12 +83,16 @@ class ChatRun:
         """The mixture's events; library errors come out as :class:`APIError`."""
         outcome = "cancelled"
         first_token = True
+        capture = self.capture
+        error: MoAError | None = None
         try:
             async for event in self.mixture.astream(
                 self.request.messages,
                 params=self.request.params,
                 agent_deltas=self.request.agent_deltas,
+                trace_id=capture.trace_id,
             ):
+                capture.observe(event)
                 if isinstance(event, AgentDone | AgentFailed):
                     self.metrics.observe_call(event.result)
                 elif isinstance(event, TextDelta) and first_token:
@@ -86,9 +104,11 @@ class ChatRun:
                 yield event
         except MoAError as exc:
             outcome = type(exc).__name__
+            error = exc
             raise self._api_error(exc) from exc
         finally:
             self.metrics.completions.labels(self.label, outcome).inc()
+            self.log.submit(capture.finish(error=error))
 
     async def result(self) -> Result:
         events = self.events()
@@ -155,15 +175,25 @@ class ChatStream(Response):
         self._send: Send | None = None
         self._started = False
         self._ended = False
+        self._status = 200
+        self._on_end: Callable[[int], None] | None = None
+
+    def on_end(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback`` with the response's status once the stream has ended."""
+        self._on_end = callback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._send = send
         try:
             await race(self._produce(), receive, self.deadline)
         except ClientGoneError:
+            self._status = 499
             return
         except APIError as error:
             await self._fail(error)
+        finally:
+            if self._on_end is not None:
+                self._on_end(self._status)
 
     async def _produce(self) -> None:
         events = self.run.events()
@@ -206,6 +236,7 @@ class ChatStream(Response):
         self.run.metrics.observe_error(error.type, error.code)
         if not self._started:
             self._started = self._ended = True
+            self._status = error.status
             await send_error(self._send, error)
         elif not self._ended:
             await self._write(self.encoder.error(error), last=True)

@@ -15,9 +15,10 @@ from moa.server.errors import APIError
 from moa.server.metrics import ServerMetrics
 from moa.server.settings import ServerSettings
 
-__all__ = ["CHAT_PATH", "RequestGuard", "route_label", "send_error"]
+__all__ = ["CHAT_PATH", "RUNS_PATH", "RequestGuard", "route_label", "send_error"]
 
 CHAT_PATH = "/v1/chat/completions"
+RUNS_PATH = "/v1/moa/runs"
 _ROUTES = {CHAT_PATH, "/v1/models", "/healthz", "/metrics", "/"}
 
 
@@ -29,6 +30,10 @@ def route_label(path: str) -> str:
         return "/v1/models/{model}"
     if path.startswith("/static/"):
         return "/static/{file}"
+    if path == RUNS_PATH:
+        return path
+    if path.startswith(RUNS_PATH + "/"):
+        return RUNS_PATH + "/{id}"
     return "other"
 
 

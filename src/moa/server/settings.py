@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -35,6 +36,10 @@ class ServerSettings(BaseModel):
     """Chat completions answered at once; one more is refused with 429."""
     request_deadline: float | None = Field(default=600.0, gt=0)
     """Seconds one chat completion may take, streaming included (504 after that)."""
+    history: bool = True
+    """Record every chat completion in the run history (also served at ``/v1/moa/runs``)."""
+    history_content: Literal["full", "none"] = "full"
+    """``none`` keeps no message or answer text in the history, only shapes and numbers."""
 
 
 def api_keys_from_env(env_var: str = DEFAULT_API_KEY_ENV) -> tuple[SecretStr, ...]:
