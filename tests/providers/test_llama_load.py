@@ -4,6 +4,7 @@ and the guard that keeps weights out of llama.cpp's AMX buffers where AMX faults
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -233,3 +234,48 @@ def test_the_real_probe_runs_a_model_with_extra_buffers(
 ) -> None:
     monkeypatch.setattr(llama_load, "_amx_verdicts", {})
     assert amx_runs(smollm2_file) is True
+
+
+OUTPUT_DURING_LOADS = """
+import sys, threading, time
+from pathlib import Path
+import llama_cpp
+from moa.providers.llama_load import load_llama
+
+done = threading.Event()
+
+def loads():
+    for _ in range(3):
+        load_llama(llama_cpp, Path(sys.argv[1]), n_ctx=256, threads=1).close()
+    done.set()
+
+threading.Thread(target=loads).start()
+n = 0
+while not done.is_set():
+    print(f"err {n}", file=sys.stderr, flush=True)
+    print(f"out {n}", flush=True)
+    n += 1
+    time.sleep(0.0005)
+print(f"total {n}", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_what_other_threads_print_during_a_load_is_kept(smollm2_file: Path, tmp_path: Path) -> None:
+    """llama-cpp-python sends the process's stdout and stderr to /dev/null while it loads;
+    unguarded, about three lines in four printed meanwhile were lost (``--show-layers``
+    panels among them)."""
+    log = tmp_path / "both.txt"
+    with log.open("w") as both:  # one file for both, as `> out.txt 2>&1` makes
+        subprocess.run(
+            [sys.executable, "-c", OUTPUT_DURING_LOADS, str(smollm2_file)],
+            stdout=both,
+            stderr=both,
+            timeout=120,
+            check=True,
+        )
+    lines = log.read_text().splitlines()
+    total = int(lines[-1].split()[1])
+    assert total > 20
+    assert sum(line.startswith("err ") for line in lines) == total
+    assert sum(line.startswith("out ") for line in lines) == total

@@ -23,6 +23,12 @@ happens under one lock (:data:`_LLAMA_GLOBALS`):
 - The log callback, through which a load reports the buffer types its weights went
   to. Every load checks them: AMX buffers that nothing allowed close the model and
   raise instead of crashing later.
+- The process's standard output and error: to keep a quiet load quiet,
+  llama-cpp-python points file descriptors 1 and 2 (and ``sys.stdout``/``sys.stderr``)
+  at ``/dev/null`` for the time of the load, for the whole process, so whatever
+  another thread printed meanwhile was lost (an agent's panel of ``--show-layers``,
+  a server's log line). Loads here leave them alone: llama.cpp's own messages go
+  through the log callback, which the bindings keep quiet anyway.
 """
 
 from __future__ import annotations
@@ -116,6 +122,7 @@ def load_llama(
     with (
         _LLAMA_GLOBALS,
         _model_defaults(llama_cpp, use_extra_bufts=extra_buffers),
+        _outputs_left_alone(llama_cpp),
         _load_log(llama_cpp) as buffers,
     ):
         llm = llama_cpp.Llama(
@@ -189,6 +196,35 @@ def _model_defaults(llama_cpp: ModuleType, **fields: Any) -> Iterator[None]:
             yield
         finally:
             bindings.llama_model_default_params = original
+
+
+@contextmanager
+def _outputs_left_alone(llama_cpp: ModuleType) -> Iterator[None]:
+    """Keep llama-cpp-python from redirecting the process's stdout and stderr during a load."""
+    modules = [getattr(llama_cpp, name, None) for name in ("llama", "_internals")]
+    patched = [m for m in modules if m is not None and hasattr(m, "suppress_stdout_stderr")]
+    with _LLAMA_GLOBALS:
+        originals = [m.suppress_stdout_stderr for m in patched]
+        for module in patched:
+            module.suppress_stdout_stderr = _LeaveOutputs
+        try:
+            yield
+        finally:
+            for module, original in zip(patched, originals, strict=True):
+                module.suppress_stdout_stderr = original
+
+
+class _LeaveOutputs:
+    """Stands in for llama-cpp-python's ``suppress_stdout_stderr``: changes nothing."""
+
+    def __init__(self, disable: bool = True) -> None:
+        self.disable = disable
+
+    def __enter__(self) -> _LeaveOutputs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 @contextmanager
