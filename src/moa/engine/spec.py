@@ -150,7 +150,7 @@ class RetryPolicy(_Strict):
 class CircuitSpec(_Strict):
     """The circuit breaker of each provider (see :mod:`moa.engine.breaker`)."""
 
-    failures: int = Field(default=5, ge=1)
+    failures: int = Field(default=10, ge=1)
     """Failures in a row (timeouts, connection errors, 5xx, 429) that open the circuit."""
     cooldown: float = Field(default=30.0, gt=0)
     """Seconds calls to the provider are skipped before one is let through to try it."""

@@ -19,6 +19,7 @@ worker that died without stopping.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -130,6 +131,19 @@ class _CircuitCollector(Collector):
         yield skipped
 
 
+class _LoopCollector(Collector):
+    """Tasks alive on the event loop that answers the scrape (a leak shows as growth)."""
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped from outside an event loop
+            return
+        yield GaugeMetricFamily(
+            "moa_event_loop_tasks", "Tasks alive on this worker's event loop.", value=tasks
+        )
+
+
 class ServerMetrics:
     """The counters and histograms the server updates, and their text exposition."""
 
@@ -143,6 +157,7 @@ class ServerMetrics:
             self._scraped = CollectorRegistry()
             MultiProcessCollector(self._scraped, path=str(self.shared_dir))  # type: ignore[no-untyped-call]
         self._scraped.register(_CircuitCollector())
+        self._scraped.register(_LoopCollector())
         r = self.registry
         self.requests = Counter(
             "moa_http_requests", "HTTP requests answered.", ["route", "status"], registry=r

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import threading
 import time
@@ -53,7 +54,9 @@ class ModelBehavior:
     ``(status_code, retry_after_seconds_or_None)``. ``require_key`` makes the
     model answer 401 unless the request carries ``Authorization: Bearer <key>``.
     ``echo_key`` puts the request's ``Authorization`` header into the message of
-    every scripted failure, as a misbehaving proxy might.
+    every scripted failure, as a misbehaving proxy might. ``failure_rate`` answers
+    that share of the calls after the scripted ``failures`` with a 500, at random
+    (from a generator seeded by the server, so a run can be repeated).
     """
 
     text: TextSource = "This is the fake server's answer."
@@ -63,6 +66,7 @@ class ModelBehavior:
     failures: list[tuple[int, float | None]] = field(default_factory=list)
     require_key: str | None = None
     echo_key: bool = False
+    failure_rate: float = 0.0
 
     def reply(self, body: dict[str, Any]) -> str:
         return self.text(body) if callable(self.text) else self.text
@@ -127,6 +131,7 @@ class FakeOpenAIServer:
         self.requests: list[dict[str, Any]] = []
         self.records: list[RequestRecord] = []
         self._calls: defaultdict[str, int] = defaultdict(int)
+        self._random = random.Random(0)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None
@@ -264,6 +269,8 @@ class FakeOpenAIServer:
             if behavior.echo_key:
                 message += f" (request sent {request.headers.get('authorization')!r})"
             return _error(status, message, headers)
+        if behavior.failure_rate and self._random.random() < behavior.failure_rate:
+            return _error(500, f"random failure of call {calls + 1} of model '{model}'")
         if body.get("continue_final_message") and messages[-1].get("role") != "assistant":
             return _error(400, "continue_final_message needs a final assistant message")
         return None

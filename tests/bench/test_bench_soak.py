@@ -1,0 +1,31 @@
+"""``moa bench soak`` on a small scale: the load, the failures and the readings are real."""
+
+from __future__ import annotations
+
+from moa.bench.soak import Idle, SoakReport, SoakShape, soak
+
+
+def test_a_short_soak_answers_everything_and_reads_the_server() -> None:
+    report = soak(SoakShape(requests=300, warmup=50, concurrency=16, settle=2.0, disconnect=0.1))
+    assert report.server_errors == 0, report.outcomes
+    assert report.outcomes["200"] + report.outcomes["left"] == 300
+    assert report.outcomes["left"] > 0  # some clients really left mid-stream
+    assert report.before is not None and report.after is not None
+    assert report.before.rss_mb > 10 and report.before.sockets >= 1
+    assert report.after.tasks == report.before.tasks is not None
+    assert "server errors (5xx, dropped connections): 0" in report.format()
+
+
+def test_the_targets() -> None:
+    report = SoakReport(SoakShape(), before=Idle(100.0, 3, 3), after=Idle(140.0, 3, 3))
+    report.outcomes.update({"200": 10, "left": 1})
+    assert report.met
+    report.after = Idle(151.0, 3, 3)
+    assert not report.met  # memory grew 51 MB
+    report.after = Idle(120.0, 4, 3)
+    assert not report.met  # a socket more
+    report.after = Idle(120.0, 3, 4)
+    assert not report.met  # a task more
+    report.after = Idle(120.0, 3, 3)
+    report.outcomes["502 aggregation_failed"] = 1
+    assert not report.met and report.server_errors == 1
