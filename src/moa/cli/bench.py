@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from moa.bench import batch, latency, overhead, server, soak
+from moa.bench import batch, latency, overhead, robustness, server, soak
 
 __all__ = ["bench_app"]
 
@@ -14,3 +14,4 @@ bench_app.command("latency")(latency.command)
 bench_app.command("server")(server.command)
 bench_app.command("batch")(batch.command)
 bench_app.command("soak")(soak.command)
+bench_app.command("robustness")(robustness.command)
