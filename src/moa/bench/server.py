@@ -235,6 +235,25 @@ def _quantiles(values: list[float]) -> str:
 # -- the load generator ------------------------------------------------------------------
 
 
+def chat_request(body: bytes) -> bytes:
+    """A raw HTTP/1.1 chat completions request with ``body``, on a connection of its own."""
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\n"
+        b"Content-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    """Stop a server process, killing it if it does not stop within 15 seconds."""
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 async def _one_request(host: str, port: int, body: bytes) -> RequestTiming:
     started = time.perf_counter()
     first: float | None = None
@@ -244,11 +263,7 @@ async def _one_request(host: str, port: int, body: bytes) -> RequestTiming:
     except OSError as exc:
         return RequestTiming(started, None, time.perf_counter(), 0, f"connect: {exc}")
     try:
-        writer.write(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\n"
-            b"Content-Type: application/json\r\nConnection: close\r\n"
-            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-        )
+        writer.write(chat_request(body))
         head = await reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
         tail = b""
@@ -496,12 +511,7 @@ def measure_server(shape: BenchShape) -> ServerBenchReport:
             retries_after = _upstream_retries(port)
             records = upstream.records()[before:]
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_server(server)
         # Read once the server has stopped: its writer has written everything by then.
         history_runs = _history_runs(config_dir / "home") if shape.history else None
     late = [(r.duration - shape.latency) * 1000 for r in records if r.status == 200]

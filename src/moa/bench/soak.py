@@ -18,7 +18,6 @@ import json
 import os
 import random
 import re
-import subprocess
 import tempfile
 import time
 import urllib.request
@@ -30,7 +29,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from moa.bench.server import BenchShape, _free_port, _start_server
+from moa.bench.server import BenchShape, _free_port, _start_server, chat_request, stop_server
 
 __all__ = ["SoakReport", "SoakShape", "command", "soak"]
 
@@ -148,11 +147,7 @@ async def _request(port: int, stream: bool, leave: bool) -> str:
     except OSError as exc:
         return f"connect {type(exc).__name__}"
     try:
-        writer.write(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: soak\r\n"
-            b"Content-Type: application/json\r\nConnection: close\r\n"
-            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-        )
+        writer.write(chat_request(body))
         head = await reader.readuntil(b"\r\n\r\n")
         status = head.split(b" ", 2)[1].decode()
         if leave and status == "200":
@@ -226,12 +221,7 @@ def soak(shape: SoakShape) -> SoakReport:
                 {f"warm-up {k}": n for k, n in warm.items() if k != "200" and k != "left"}
             )
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_server(server)
     return report
 
 
