@@ -62,6 +62,7 @@ _LLAMA_GLOBALS = threading.RLock()
 """Held around every use of llama.cpp's process-wide state (see the module's docstring)."""
 
 _BUFFER_LINE = re.compile(r"(\S+) model buffer size")
+_GGML_ERROR = 4  # ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT
 _AMX_BUFFER = "AMX"
 _PROBE_TIMEOUT_S = 600.0
 _amx_verdicts: dict[Path, bool] = {}
@@ -232,8 +233,11 @@ def _load_log(llama_cpp: ModuleType) -> Iterator[list[str]]:
     """The buffer types a load reports (``CPU_Mapped``, ``CPU_REPACK``, ``AMX``...).
 
     llama.cpp names them in its log; for the time of the load a callback collects
-    them and hands every line on to llama-cpp-python's own. Bindings without that
-    logger report nothing.
+    them and sends every line to this module's logger, at DEBUG (``MOA_LOG=debug``
+    shows them) or, for llama.cpp's errors, WARNING. llama-cpp-python's own callback
+    is not given them: it reads llama.cpp's warnings as errors and prints them
+    (its level numbers predate llama.cpp's), which a quiet load must not do.
+    Bindings without that callback report nothing.
     """
     buffers: list[str] = []
     own = getattr(getattr(llama_cpp, "_logger", None), "llama_log_callback", None)
@@ -243,11 +247,14 @@ def _load_log(llama_cpp: ModuleType) -> Iterator[list[str]]:
         return
 
     def collect(level: int, text: bytes | None, user_data: Any) -> None:
-        if text:
-            match = _BUFFER_LINE.search(text.decode("utf-8", "replace"))
-            if match:
-                buffers.append(match.group(1))
-        own(level, text, user_data)
+        if not text:
+            return
+        line = text.decode("utf-8", "replace")
+        match = _BUFFER_LINE.search(line)
+        if match:
+            buffers.append(match.group(1))
+        if line.strip():
+            logger.log(logging.WARNING if level == _GGML_ERROR else logging.DEBUG, line.rstrip())
 
     callback = callback_type(collect)
     with _LLAMA_GLOBALS:
