@@ -153,11 +153,14 @@ def test_the_key_field_unlocks_a_server_with_keys(serve: ServeFactory, page: Any
     notice = page.locator("#notice")
     notice.filter(has_text="API key").wait_for()
     assert page.locator("#model option").count() == 0
+    page.locator("#runs-empty").filter(has_text="API key").wait_for()
     page.fill("#api-key", "pw-123")
     page.dispatch_event("#api-key", "change")
     page.wait_for_selector("#model option[value='fake-moa']", state="attached")
     ask(page, "Hi?")
     page.locator(".message.assistant .body").filter(has_text="The final answer is four.").wait_for()
+    # The history list is read with the same key, and looks again after the answer.
+    page.locator("#runs-list .run").filter(has_text="Hi?").wait_for()
 
 
 HOSTILE = '<img src="x" onerror="window.pwned = 1"><b>bold</b>'
@@ -212,6 +215,15 @@ def test_history_opens_a_past_run_and_compares_it_with_one_model(
     assert "4 calls" in page.locator("#totals").inner_text()
     assert run["id"][:12] in page.locator("#run-info").inner_text()
     assert "opened" in (entry.get_attribute("class") or "")
+
+    # The search box asks the server's full-text search.
+    page.fill("#runs-search", "beetle")
+    page.press("#runs-search", "Enter")
+    page.locator("#runs-empty").filter(has_text="No run matches").wait_for()
+    page.fill("#runs-search", "spider")
+    page.press("#runs-search", "Enter")
+    page.locator("#runs-list .run").first.wait_for()
+    page.fill("#runs-search", "")
 
     # Compare: the aggregator's model is offered; another single model is asked the same.
     assert page.input_value("#compare-model") == "fake:agg"

@@ -11,7 +11,10 @@ async function loadRuns() {
   const empty = $("runs-empty");
   let response;
   try {
-    response = await fetch("/v1/moa/runs?limit=50", { headers: headers() });
+    const query = new URLSearchParams({ limit: "50" });
+    const words = $("runs-search").value.trim();
+    if (words) query.set("q", words);  // SQLite full-text syntax: words, "a phrase", OR, prefix*
+    response = await fetch("/v1/moa/runs?" + query, { headers: headers() });
   } catch (error) {
     empty.textContent = "The history could not be read: " + String(error.message || error);
     empty.hidden = false;
@@ -25,7 +28,7 @@ async function loadRuns() {
   }
   const runs = (await response.json()).data;
   list.replaceChildren(...runs.map(runEntry));
-  empty.textContent = "No runs recorded yet.";
+  empty.textContent = $("runs-search").value.trim() ? "No run matches." : "No runs recorded yet.";
   empty.hidden = runs.length > 0;
   markOpened();
 }
@@ -228,4 +231,8 @@ async function compare() {
 $("compare").addEventListener("click", compare);
 $("compare-model").addEventListener("input", () => { delete $("compare-model").dataset.auto; });
 $("runs-refresh").addEventListener("click", loadRuns);
+$("runs-search-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  loadRuns();
+});
 loadRuns();
