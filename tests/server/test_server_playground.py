@@ -227,6 +227,7 @@ def test_history_opens_a_past_run_and_compares_it_with_one_model(
 
     # Compare: the aggregator's model is offered; another single model is asked the same.
     assert page.input_value("#compare-model") == "fake:agg"
+    assert page.locator("#comparison").is_hidden()
     page.fill("#compare-model", "fake:solo")
     page.click("#compare")
     page.wait_for_selector("#comparison .side.single.done")
@@ -267,3 +268,22 @@ def test_history_says_when_the_server_keeps_none(serve: ServeFactory, page: Any)
     page.goto(base + "/")
     page.locator("#runs-empty").filter(has_text="--no-history").wait_for()
     assert page.locator("#runs-list .run").count() == 0
+
+
+def test_a_failed_run_opens_with_its_error(serve: ServeFactory, page: Any) -> None:
+    broken = FakeProvider(
+        replies={"a": RuntimeError("x"), "b": RuntimeError("y"), "c": RuntimeError("z")}
+    )
+    base = serve(mixtures={"broken": fake_mixture(broken, {**MIXTURE, "name": "broken"})})
+    question = [{"role": "user", "content": "Anyone there?"}]
+    failed = httpx.post(
+        f"{base}/v1/chat/completions", json={"model": "broken", "messages": question}
+    )
+    assert failed.status_code >= 400
+    _wait_for_runs(base, 1)
+    page.goto(base + "/")
+    page.click("#runs-list .run.failed")
+    page.locator(".message.error .body").filter(has_text="QuorumError").wait_for()
+    assert page.locator(".layer.proposer .agent-card.failed").count() == 3
+    assert page.locator(".layer.aggregator").count() == 0
+    assert page.locator("#compare-bar").is_hidden()  # no answer to compare with
