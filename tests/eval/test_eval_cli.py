@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eval_helpers import FIXTURES, arithmetic
 from typer.testing import CliRunner
 
 from moa.cli.main import app
+from moa.history import default_history_path
 from moa.providers.registry import register_kind
 from moa.testing import FunctionProvider
 
@@ -130,3 +132,58 @@ def test_humaneval_reads_the_package_data_without_data(
     assert seen == ["asked"]
     assert "coder: 0.0" in result.stderr
     assert "pass@1" in (tmp_path / "out" / "report.md").read_text()
+
+
+def _logged(*args: str) -> list[dict[str, Any]]:
+    result = runner.invoke(app, ["logs", "--source", "eval", "--json", *args])
+    assert result.exit_code == 0, result.output
+    runs: list[dict[str, Any]] = json.loads(result.stdout)
+    return runs
+
+
+def test_log_history_records_every_item_in_the_run_history(
+    tmp_path: Path, config: Path, provider: FunctionProvider
+) -> None:
+    # Off by default: an evaluation leaves the history alone.
+    code, err = _eval(tmp_path, config, "--limit", "2", "--no-baselines")
+    assert code == 0, err
+    assert not default_history_path().exists()
+
+    code, err = _eval(
+        tmp_path,
+        config,
+        "--limit",
+        "2",
+        "--no-baselines",
+        "--log-history",
+        "--out",
+        str(tmp_path / "x"),
+    )
+    assert code == 0, err
+    runs = _logged()
+    assert len(runs) == 2
+    assert {r["mixture"] for r in runs} == {"mix"} and {r["source"] for r in runs} == {"eval"}
+    records = [
+        json.loads(line) for line in (tmp_path / "x" / "items.jsonl").read_text().splitlines()
+    ]
+    by_id = {r["id"]: r for r in runs}
+    for record in records:
+        [run_id] = record["history_ids"]
+        stored = by_id[run_id]
+        assert stored["output"] == record["output"]
+        assert stored["question"] == record["prompts"][0]
+
+    shown = runner.invoke(app, ["logs", "show", records[0]["history_ids"][0], "--json"])
+    assert shown.exit_code == 0, shown.output
+    run = json.loads(shown.stdout)
+    assert [c["model"] for c in run["calls"]] == ["fake:weak", "fake:strong", "fake:agg"]
+    assert "eval-cli-fake" in run["mixture_yaml"]  # how to reach the models, for a replay
+
+    # --log-content none keeps the numbers, not the text.
+    code, err = _eval(
+        tmp_path, config, "--limit", "1", "--no-baselines", "--log-history",
+        "--log-content", "none", "--out", str(tmp_path / "y"),
+    )  # fmt: skip
+    assert code == 0, err
+    newest = _logged("-n", "1")[0]
+    assert newest["content"] == "none" and newest["question"] == "" and newest["output"] is None

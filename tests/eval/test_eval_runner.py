@@ -14,6 +14,7 @@ from moa.errors import ConfigError
 from moa.eval import EvalOptions, EvalRun, GenerationSettings, select_items
 from moa.eval.datasets import load_gsm8k
 from moa.eval.records import ItemLog
+from moa.history import HistorySettings, HistoryStore
 from moa.providers.cache import CachingRegistry, SQLiteCallStore
 from moa.testing import FunctionProvider
 
@@ -230,3 +231,27 @@ def test_a_strategy_s_sampled_model_gets_its_baseline(
     EvalRun(options, registry=registry).run()
     names = {json.loads(line)["system"] for line in (out / "items.jsonl").read_text().splitlines()}
     assert {"weak-samples", "fake:agg", "fake:weak"} <= names
+
+
+def test_a_failed_item_is_in_the_history_with_its_error(tmp_path: Path) -> None:
+    def crashes_first(request: Any) -> str:
+        if "Tom" in request.messages[-1].content:
+            raise RuntimeError("model crashed")
+        return arithmetic(request)
+
+    provider = FunctionProvider(crashes_first, name="fake")
+    registry = CachingRegistry(store=SQLiteCallStore(tmp_path / "c.sqlite")).add("fake", provider)
+    config = tmp_path / "once.yaml"
+    config.write_text('name: once\naggregator: {model: "fake:strong"}\nretry: {max_attempts: 1}\n')
+    history = HistorySettings(tmp_path / "history.sqlite")
+    options = _options(tmp_path / "out", str(config), baselines=False, limit=2, history=history)
+    EvalRun(options, registry=registry).run()  # writes out the history before returning
+
+    records = {r["item_id"]: r for r in _records(tmp_path / "out")}
+    store = HistoryStore(history.path, create=False)
+    failed = store.get(records["0"]["history_ids"][0])
+    assert failed.row["source"] == "eval" and failed.row["output"] is None
+    assert "model crashed" in failed.row["error"] and failed.failed
+    answered = store.get(records["1"]["history_ids"][0])
+    assert answered.row["output"] == records["1"]["output"] and not answered.failed
+    assert store.count() == 2

@@ -77,7 +77,7 @@ def test_healthz_and_playground_files(serve: ServeFactory) -> None:
     assert httpx.get(f"{base}/healthz").json()["status"] == "ok"
     page = httpx.get(f"{base}/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    for name in ("app.js", "style.css"):
+    for name in ("app.js", "runs.js", "style.css"):
         assert httpx.get(f"{base}/static/{name}").status_code == 200
     # Everything the page loads comes from this server: no CDN.
     assert "http" not in page.text.replace("http-equiv", "")

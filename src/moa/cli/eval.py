@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from moa.cli.common import progress_bar, reporting_errors
+from moa.cli.recording import LogContentOption, content_policy
 from moa.errors import ConfigError
 from moa.providers.cache import DEFAULT_CACHE
 
@@ -161,6 +162,14 @@ def eval_command(
     report_only: Annotated[
         bool, typer.Option("--report-only", help="Only rebuild the report of --out.")
     ] = False,
+    log_history: Annotated[
+        bool,
+        typer.Option(
+            "--log-history",
+            help="Also record every item's runs in the run history (moa logs --source eval).",
+        ),
+    ] = False,
+    log_content: LogContentOption = "full",
 ) -> None:
     """Evaluate systems on TASK; per-item JSONL, report and plots go to --out.
 
@@ -176,6 +185,9 @@ def eval_command(
         from moa.eval.runner import EvalOptions, EvalRun
         from moa.eval.systems import GenerationSettings
         from moa.eval.tasks import get_task
+        from moa.history import HistorySettings
+
+        policy = content_policy(log_content)
 
         if data is None:
             default = get_task(task).default_data
@@ -210,6 +222,7 @@ def eval_command(
             timeout=timeout,
             report_every=report_every,
             command=_command_line(ctx),
+            history=HistorySettings.from_env(content=policy) if log_history else None,
         )
         run = EvalRun(options)
         names = ", ".join(s.name for s in run.systems)

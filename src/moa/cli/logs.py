@@ -55,7 +55,7 @@ FailedOption = Annotated[
     bool, typer.Option("--failed", help="Only runs with a failed call, an error or a cancel.")
 ]
 SourceOption = Annotated[
-    str | None, typer.Option("--source", help="Only runs from cli, chat, server or replay.")
+    str | None, typer.Option("--source", help="Only runs from cli, chat, server, replay or eval.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 

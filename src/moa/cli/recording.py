@@ -9,18 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from moa.config import MixtureConfig
 from moa.engine.events import Event
 from moa.engine.mixture import Mixture
-from moa.history import ContentPolicy, HistorySettings, RunLog, RunSource
+from moa.history import ContentPolicy, HistorySettings, RunLog, RunSource, setup_of
 from moa.tracing import Tracing
 from moa.types import GenerationParams, Message
 
-__all__ = ["LogContentOption", "NoLogOption", "recorded_stream", "run_log", "setup_of"]
+__all__ = [
+    "LogContentOption",
+    "NoLogOption",
+    "content_policy",
+    "recorded_stream",
+    "run_log",
+    "setup_of",
+]
 
 NoLogOption = Annotated[
     bool,
@@ -36,7 +43,8 @@ LogContentOption = Annotated[
 ]
 
 
-def _content(value: str) -> ContentPolicy:
+def content_policy(value: str) -> ContentPolicy:
+    """``--log-content``'s value, checked."""
     if value not in ("full", "none"):
         raise typer.BadParameter("must be full or none", param_hint="--log-content")
     return "full" if value == "full" else "none"
@@ -45,7 +53,7 @@ def _content(value: str) -> ContentPolicy:
 @contextmanager
 def run_log(config: MixtureConfig | None, *, no_log: bool, content: str) -> Iterator[RunLog]:
     """A :class:`RunLog` for this command, written out when the command ends."""
-    policy = _content(content)
+    policy = content_policy(content)
     keep = not no_log and (config is None or config.history)
     history = HistorySettings.from_env(content=policy) if keep else None
     log = RunLog(history, Tracing.from_env())
@@ -53,25 +61,6 @@ def run_log(config: MixtureConfig | None, *, no_log: bool, content: str) -> Iter
         yield log
     finally:
         log.close()
-
-
-_SECRET = {"api_key", "headers"}
-
-
-def setup_of(config: MixtureConfig) -> dict[str, Any]:
-    """The config's ``providers:`` and ``local:`` blocks, without keys or headers."""
-    setup: dict[str, Any] = {}
-    providers = {
-        name: settings.model_dump(
-            mode="json", exclude_defaults=True, exclude={"api_key", "headers"}
-        )
-        for name, settings in config.providers.items()
-    }
-    if providers:
-        setup["providers"] = providers
-    if "local" in config.model_fields_set:
-        setup["local"] = config.local.model_dump(mode="json", exclude_defaults=True)
-    return setup
 
 
 def recorded_stream(

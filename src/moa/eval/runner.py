@@ -6,7 +6,9 @@ every system on the same first items. After the first block the best single
 model is known and its Self-MoA joins (the choice is kept in ``run.json``, so
 a resumed run keeps it). Every answer comes from :meth:`Mixture.arun`; every
 model call goes through the call cache, so a rerun of the same command skips
-logged items and recomputes nothing it has seen before.
+logged items and recomputes nothing it has seen before. With ``history`` set
+(``moa eval --log-history``) every answered turn is also a run in the run
+history, written by the same background writer as ``moa run``'s.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from moa.config import MixtureConfig
+from moa.engine.events import Done
 from moa.engine.mixture import Mixture
 from moa.engine.result import Result
 from moa.errors import ConfigError, MoAError
@@ -42,6 +45,7 @@ from moa.eval.systems import (
 )
 from moa.eval.tasks import Task, get_task
 from moa.eval.timing import replayed_timing
+from moa.history import HistorySettings, RunLog, setup_of
 from moa.providers.cache import DEFAULT_CACHE, CachingRegistry, SQLiteCallStore, recording_hits
 from moa.providers.registry import ProviderRegistry
 from moa.types import Message, Usage
@@ -79,6 +83,8 @@ class EvalOptions:
     report_every: int = 25
     """Rewrite the report after this many newly finished items (0: only at the end)."""
     command: str = ""
+    history: HistorySettings | None = None
+    """Record every answered turn in this run history (``None``, the default: not recorded)."""
 
 
 class Observer(Protocol):
@@ -164,6 +170,7 @@ class EvalRun:
         self._fresh = 0
         self.judge = self._judge(judge_config)
         self.log = ItemLog(options.out / "items.jsonl")
+        self.run_log = RunLog(options.history) if options.history is not None else None
         self._context = self._run_context()
 
     # -- setup ------------------------------------------------------------------------------
@@ -232,6 +239,8 @@ class EvalRun:
                 await self._run_jobs(others, block, observer)
         finally:
             await self.registry.aclose()
+            if self.run_log is not None:
+                await asyncio.to_thread(self.run_log.close)
         return self.options.out
 
     def _total(self) -> int:
@@ -340,11 +349,12 @@ class EvalRun:
         history: list[Message] = []
         results: list[Result] = []
         timings = []
+        run_ids: list[str] = []
         try:
             for turn in range(len(item.turns)):
                 history.append(Message("user", self.task.user_message(item, turn, self.prompts)))
                 with recording_hits() as hits:
-                    result = await mixture.arun(history)
+                    result = await self._answer(system, mixture, history, run_ids)
                 results.append(result)
                 timings.append(replayed_timing(result, hits))
                 history.append(Message("assistant", result.output))
@@ -357,12 +367,40 @@ class EvalRun:
         record["output"] = results[-1].output if results else None
         record.update(self._accounting(results, timings))
         record["calls"] = [c for turn, r in enumerate(results) for c in _call_records(r, turn)]
+        if run_ids:
+            record["history_ids"] = run_ids  # moa logs show ID
         if "error" not in record:
             await self._score(record, item, results)
         else:
             record["score"] = None
         record["finished_at"] = round(time.time(), 3)
         return record
+
+    async def _answer(
+        self, system: System, mixture: Mixture, history: list[Message], run_ids: list[str]
+    ) -> Result:
+        """One turn's answer; recorded in the run history when that is asked for."""
+        if self.run_log is None:
+            return await mixture.arun(history)
+        capture = self.run_log.start(
+            mixture.spec,
+            tuple(history),
+            source="eval",
+            setup=None if system.config is None else setup_of(system.config),
+        )
+        run_ids.append(capture.id)
+        error: BaseException | None = None
+        try:
+            async for event in mixture.astream(history, trace_id=capture.trace_id):
+                capture.observe(event)
+                if isinstance(event, Done):
+                    return event.result
+        except Exception as exc:  # the item's error is recorded; a cancel counts as cancelled
+            error = exc
+            raise
+        finally:
+            self.run_log.submit(capture.finish(error=error))
+        raise AssertionError("a run always ends with a Done event")  # pragma: no cover
 
     @staticmethod
     def _accounting(results: Sequence[Result], timings: Sequence[Any]) -> dict[str, Any]:

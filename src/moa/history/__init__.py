@@ -6,7 +6,7 @@ thread writes them); :class:`HistoryStore` reads and searches them
 """
 
 from moa.history.capture import FinishedRun, RunCapture, RunSource
-from moa.history.rows import StoredRun, mixture_hash, mixture_yaml
+from moa.history.rows import StoredRun, mixture_hash, mixture_yaml, setup_of
 from moa.history.settings import ContentPolicy, HistorySettings, default_history_path
 from moa.history.store import HistoryStore, RunFilter
 from moa.history.writer import RunLog
@@ -24,4 +24,5 @@ __all__ = [
     "default_history_path",
     "mixture_hash",
     "mixture_yaml",
+    "setup_of",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from moa.config import MixtureConfig
 from moa.engine.result import AgentResult, LayerResult, Result
 from moa.engine.spec import MixtureSpec
 from moa.history.capture import FinishedRun
@@ -29,6 +30,7 @@ __all__ = [
     "mixture_hash",
     "mixture_yaml",
     "run_row",
+    "setup_of",
 ]
 
 RUN_COLUMNS = (
@@ -53,6 +55,22 @@ def mixture_yaml(spec: MixtureSpec, setup: Mapping[str, Any] | None = None) -> s
     data = spec.model_dump(mode="json", exclude_defaults=True)
     data = {"name": spec.name, **data, **(setup or {})}
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def setup_of(config: MixtureConfig) -> dict[str, Any]:
+    """The config's ``providers:`` and ``local:`` blocks, without keys or headers."""
+    setup: dict[str, Any] = {}
+    providers = {
+        name: settings.model_dump(
+            mode="json", exclude_defaults=True, exclude={"api_key", "headers"}
+        )
+        for name, settings in config.providers.items()
+    }
+    if providers:
+        setup["providers"] = providers
+    if "local" in config.model_fields_set:
+        setup["local"] = config.local.model_dump(mode="json", exclude_defaults=True)
+    return setup
 
 
 def mixture_hash(spec: MixtureSpec) -> str:

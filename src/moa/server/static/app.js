@@ -1,10 +1,11 @@
 // The moa playground: a multi-turn chat whose answer is drawn as the mixture works.
 // It speaks the server's own OpenAI-compatible API, asking for progress chunks
 // ("moa": {"agent_deltas": true}) so every agent's card fills in as it writes.
+// runs.js adds the run history and the comparison with a single model.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { history: [], controller: null, cards: new Map(), answerCard: null };
+const state = { history: [], controller: null, cards: new Map(), answerCard: null, live: null, shown: null, models: [] };
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -45,7 +46,9 @@ async function loadModels() {
   const select = $("model");
   const previous = select.value || sessionStorage.getItem("moa-model");
   select.replaceChildren();
+  state.models = [];
   for (const model of (await response.json()).data) {
+    state.models.push(model.id);
     const option = el("option", "", model.id);
     option.value = model.id;
     const shape = model.moa;
@@ -61,9 +64,10 @@ async function loadModels() {
 
 // -- the conversation ------------------------------------------------------------------
 
-function addMessage(role, text) {
+function addMessage(role, text, who) {
   const item = el("li", "message " + role);
-  item.append(el("span", "who", role === "user" ? "you" : role === "assistant" ? $("model").value : "error"));
+  if (!who) who = role === "user" ? "you" : role === "assistant" ? $("model").value : role === "system" ? "system" : "error";
+  item.append(el("span", "who", who));
   const body = el("span", "body", text);
   item.append(body);
   $("messages").append(item);
@@ -81,11 +85,11 @@ function resetGraph() {
   state.answerCard = null;
 }
 
-function layerStarted(event) {
+function layerStarted(event, heading) {
   $("graph-empty").hidden = true;
   const section = el("div", "layer " + event.role);
   section.dataset.layer = event.layer;
-  const title = el("h3", "", event.role === "aggregator" ? "Aggregator" : "Layer " + event.layer);
+  const title = el("h3", "", heading || (event.role === "aggregator" ? "Aggregator" : "Layer " + event.layer));
   title.append(el("span", "tally"));
   const cards = el("div", "cards");
   section.append(title, cards);
@@ -129,12 +133,16 @@ function layerDone(event) {
   if (section) section.textContent = event.ok + " answered" + (event.failed ? ", " + event.failed + " failed" : "");
 }
 
-function showTotals(done) {
+function totalsText(done) {
   const usage = done.usage;
   const parts = [usage.calls + " calls", usage.prompt_tokens + " prompt + " + usage.completion_tokens + " completion tokens", done.latency_s.toFixed(2) + " s"];
   if (done.ttft_s !== null) parts.push("first token " + done.ttft_s.toFixed(2) + " s");
-  if (done.cost !== null) parts.push("$" + done.cost.toFixed(6));
-  $("totals").textContent = parts.join(" · ");
+  if (done.cost !== null && done.cost !== undefined) parts.push("$" + done.cost.toFixed(6));
+  return parts.join(" · ");
+}
+
+function showTotals(done) {
+  $("totals").textContent = totalsText(done);
 }
 
 function onProgress(event) {
@@ -146,9 +154,16 @@ function onProgress(event) {
       break;
     }
     case "agent_done":
-    case "agent_failed": agentFinished(event); break;
+    case "agent_failed":
+      agentFinished(event);
+      if (state.live) state.live.models.push(event.model);
+      if (state.live && event.role === "aggregator") state.live.aggregatorModel = event.model;
+      break;
     case "layer_done": layerDone(event); break;
-    case "done": showTotals(event); break;
+    case "done":
+      showTotals(event);
+      if (state.live) state.live.totals = event;
+      break;
   }
 }
 
@@ -177,6 +192,9 @@ async function ask(text) {
   state.history.push({ role: "user", content: text });
   addMessage("user", text);
   resetGraph();
+  showRun(null);
+  const sent = state.history.slice();
+  state.live = { mixture: $("model").value, messages: sent, models: [], aggregatorModel: null, totals: null };
   const answer = addMessage("assistant", "");
   answer.item.classList.add("streaming");
   state.controller = new AbortController();
@@ -208,18 +226,22 @@ async function ask(text) {
       }
     }
     state.history.push({ role: "assistant", content: reply });
+    showRun({ ...state.live, output: reply });
   } catch (error) {
     state.history.pop();  // the question stays visible; it can be asked again
     answer.item.className = "message error";
     answer.body.textContent = error.name === "AbortError" ? "stopped" : String(error.message || error);
   } finally {
+    state.live = null;
     answer.item.classList.remove("streaming");
     busy(false);
+    refreshRunsSoon();
   }
 }
 
 function busy(on) {
   $("send").disabled = on;
+  $("compare").disabled = on || !state.shown;
   $("stop").disabled = !on;
   $("model").disabled = on;
 }
@@ -245,11 +267,13 @@ $("new-chat").addEventListener("click", () => {
   state.history = [];
   $("messages").replaceChildren();
   resetGraph();
+  showRun(null);
 });
 $("model").addEventListener("change", () => sessionStorage.setItem("moa-model", $("model").value));
 $("api-key").value = sessionStorage.getItem("moa-key") || "";
 $("api-key").addEventListener("change", () => {
   sessionStorage.setItem("moa-key", $("api-key").value);
   loadModels();
+  loadRuns();
 });
-loadModels();
+loadModels();  // runs.js loads the history
