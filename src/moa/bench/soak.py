@@ -50,6 +50,8 @@ class SoakShape:
     disconnect: float = 0.05
     """Share of requests whose client leaves after the first streamed chunk."""
     settle: float = 10.0
+    attempts: int = 5
+    """Attempts per upstream call (the mixture's retry policy)."""
     seed: int = 0
 
 
@@ -203,7 +205,11 @@ def soak(shape: SoakShape) -> SoakReport:
             "providers": {"up": {"base_url": upstream.base_url, "requires_key": False}},
             "layers": [[{"model": "up:a"}, {"model": "up:b"}, {"model": "up:c"}]],
             "aggregator": {"model": "up:agg"},
-            "retry": {"max_attempts": 5, "backoff_initial": 0.01, "backoff_max": 0.05},
+            "retry": {
+                "max_attempts": shape.attempts,
+                "backoff_initial": 0.01,
+                "backoff_max": 0.05,
+            },
         }
         (config_dir / "soak.yaml").write_text(yaml.safe_dump(config), "utf-8")
         port = _free_port()
@@ -245,13 +251,22 @@ def command(
     settle: Annotated[
         float, typer.Option(min=0.0, help="Seconds of rest before each reading.")
     ] = 10.0,
+    attempts: Annotated[int, typer.Option(min=1, help="Attempts per upstream call.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Soak moa serve: failing upstream calls, clients that leave, and what it gives back."""
     if disconnect > streaming:
         raise typer.BadParameter("--disconnect cannot exceed --streaming (only streams are left)")
     shape = SoakShape(
-        requests, concurrency, warmup, latency, failure_rate, streaming, disconnect, settle
+        requests,
+        concurrency,
+        warmup,
+        latency,
+        failure_rate,
+        streaming,
+        disconnect,
+        settle,
+        attempts,
     )
     report = soak(shape)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
