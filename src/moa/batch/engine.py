@@ -37,6 +37,7 @@ class Worker(Protocol[JobIn]):
 WorkerFactory = Callable[[], Worker[Job]]
 """Builds a worker where the work runs; picklable for ``--engine ray``."""
 
+
 class Engine(Protocol):
     """Runs a batch's pending items; records arrive through ``deliver`` in any order.
 
