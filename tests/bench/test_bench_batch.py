@@ -32,4 +32,4 @@ def test_on_a_test_cluster_each_actor_adds_its_own_requests_in_flight() -> None:
         ("ray", 1, 2),
         ("ray", 2, 4),
     ]
-    assert all(row.nodes == 2 and row.requests_per_s > 0 for row in rows)
+    assert all(row.nodes == 2 and row.requests_per_s > 0 and row.steady_per_s > 0 for row in rows)

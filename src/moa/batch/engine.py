@@ -18,16 +18,16 @@ from moa.batch.inputs import BatchItem, InputKind
 __all__ = ["Deliver", "Engine", "Job", "Worker", "WorkerFactory"]
 
 Job = TypeVar("Job")
-JobIn = TypeVar("JobIn", contravariant=True)
+_JobIn = TypeVar("_JobIn", contravariant=True)
 
 Deliver = Callable[[BatchItem, dict[str, Any]], None]
 """Called in the driver process with each item's record, as soon as it exists."""
 
 
-class Worker(Protocol[JobIn]):
+class Worker(Protocol[_JobIn]):
     """Answers jobs; one per process (or per Ray actor), built once and reused."""
 
-    async def answer(self, job: JobIn) -> dict[str, Any]:
+    async def answer(self, job: _JobIn) -> dict[str, Any]:
         """The job's record (plain JSON data: it may travel back from another machine)."""
         ...
 

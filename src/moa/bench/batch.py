@@ -38,6 +38,29 @@ class BatchBenchRow:
     requests_per_s: float
     startup_s: float = 0.0
     nodes: int = 1
+    steady_per_s: float = 0.0
+    """Requests/s from the first answer to the last: without starting the pool of actors."""
+
+
+class _Clock:
+    """A batch observer that notes when the first and the last answers arrived."""
+
+    def __init__(self) -> None:
+        self.first = self.last = 0.0
+        self.count = 0
+
+    def start(self, total: int, resumed: int) -> None:
+        pass
+
+    def advance(self, summary: Any) -> None:
+        self.last = time.perf_counter()
+        if self.count == 0:
+            self.first = self.last
+        self.count += 1
+
+    def rate(self) -> float:
+        span = self.last - self.first
+        return (self.count - 1) / span if self.count > 1 and span > 0 else 0.0
 
 
 def _config(base_url: str, agents: int) -> dict[str, Any]:
@@ -126,14 +149,22 @@ def run_bench(
         source = Path(folder) / "requests.jsonl"
         _requests(source, requests)
         if local:
+            clock = _Clock()
             summary = run_batch(
                 BatchOptions(source, Path(folder) / "local.jsonl"),
                 factory,
                 LocalEngine(concurrency),
+                clock,
             )
             rows.append(
                 BatchBenchRow(
-                    "local", requests, concurrency, None, summary.wall_s, requests / summary.wall_s
+                    "local",
+                    requests,
+                    concurrency,
+                    None,
+                    summary.wall_s,
+                    requests / summary.wall_s,
+                    steady_per_s=clock.rate(),
                 )
             )
         started = time.perf_counter()
@@ -143,7 +174,8 @@ def run_bench(
                 each = per_actor or max(1, concurrency // count)
                 engine = RayEngine(actors=count, concurrency=each, actor_cpus=0.25)
                 output = Path(folder) / f"ray-{count}.jsonl"
-                summary = run_batch(BatchOptions(source, output), factory, engine)
+                clock = _Clock()
+                summary = run_batch(BatchOptions(source, output), factory, engine, clock)
                 rows.append(
                     BatchBenchRow(
                         "ray",
@@ -154,6 +186,7 @@ def run_bench(
                         requests / summary.wall_s,
                         startup,
                         nodes,
+                        clock.rate(),
                     )
                 )
     return rows
@@ -214,11 +247,14 @@ def command(
         typer.echo(
             f"upstream: at most {upstream_limit} calls at once, so at most {bound:.1f} requests/s"
         )
-    typer.echo("engine  actors  in flight  wall s  req/s   vs local  (Ray start-up s)")
+    typer.echo(
+        "engine  actors  in flight  wall s  req/s   vs local  steady req/s  (Ray start-up s)"
+    )
     for row in rows:
         startup = f"  ({row.startup_s:.1f})" if row.engine == "ray" else ""
         versus = f"{row.requests_per_s / local:>8.2f}×" if local else f"{'-':>9}"
         typer.echo(
             f"{row.engine:<7} {row.actors or '-':>6}  {row.in_flight:>9}  {row.wall_s:>6.1f}  "
-            f"{row.requests_per_s:>5.1f}  {versus}{startup}"
+            f"{row.requests_per_s:>5.1f}  {versus}  {row.steady_per_s:>12.1f}{startup}"
         )
+    typer.echo("(steady: from the first answer to the last, without starting the actors)")
