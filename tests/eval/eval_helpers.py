@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from moa.providers.cache import CachingRegistry, SQLiteCallStore
 from moa.types import CompletionRequest
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "eval"
@@ -50,3 +51,19 @@ class StopAfter:
         self.n -= 1
         if self.n == 0:
             raise Interrupted
+
+
+def fake_registry(cache: str, builders: str | None = None) -> CachingRegistry:
+    """The arithmetic models behind a call cache at ``cache`` (a Ray actor builds its own).
+
+    With ``builders`` (a folder), each process that builds one leaves a file named by its id.
+    """
+    import os
+
+    from moa.testing import FunctionProvider
+
+    if builders is not None:
+        Path(builders, str(os.getpid())).touch()
+
+    store = SQLiteCallStore(Path(cache))
+    return CachingRegistry(store=store).add("fake", FunctionProvider(arithmetic, name="fake"))

@@ -179,3 +179,35 @@ def test_base_url_needs_a_running_server() -> None:
     server = FakeOpenAIServer()
     with pytest.raises(RuntimeError, match="not running"):
         _ = server.base_url
+
+
+def _most_at_once(records: list[Any]) -> int:
+    edges = sorted([(r.started, 1) for r in records] + [(r.finished, -1) for r in records])
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_max_concurrent_queues_calls_past_the_limit(stream: bool) -> None:
+    behavior = ModelBehavior(text="one two", latency=0.2)
+    with FakeOpenAIServer(default=behavior, max_concurrent=2) as server:
+
+        async def burst() -> list[int]:
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+                calls = [
+                    client.post("/chat/completions", json=chat("m", stream=stream))
+                    for _ in range(6)
+                ]
+                return [r.status_code for r in await asyncio.gather(*calls)]
+
+        started = time.perf_counter()
+        assert asyncio.run(burst()) == [200] * 6
+        elapsed = time.perf_counter() - started
+        assert len(server.records) == 6
+        assert _most_at_once(server.records) == 2
+        assert elapsed >= 3 * 0.2 * 0.95  # six calls, two at a time
+    with pytest.raises(ValueError, match="max_concurrent"):
+        FakeOpenAIServer(max_concurrent=0)

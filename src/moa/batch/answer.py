@@ -9,11 +9,10 @@ the server would answer with an HTTP error becomes that status and error body.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +26,12 @@ from moa.server.responses import completion_body
 from moa.server.schemas import parse_chat_request
 
 __all__ = [
+    "BatchWorker",
+    "BatchWorkers",
     "ConfigMixture",
     "MixtureFactory",
     "Outcome",
     "answer_item",
-    "answer_items",
     "dumps",
     "outcome",
     "unreadable_record",
@@ -136,17 +136,31 @@ def _table_record(item: BatchItem, status: int, body: dict[str, Any]) -> dict[st
     }
 
 
-async def answer_items(
-    mixture: Mixture, items: Iterable[BatchItem], kind: InputKind, concurrency: int
-) -> list[dict[str, Any]]:
-    """Answer ``items`` with at most ``concurrency`` in flight; records in the items' order."""
-    slots = asyncio.Semaphore(concurrency)
+class BatchWorker:
+    """Answers batch items with one mixture (see :class:`~moa.batch.engine.Worker`)."""
 
-    async def one(item: BatchItem) -> dict[str, Any]:
-        async with slots:
-            return await answer_item(mixture, item, kind)
+    def __init__(self, mixture: Mixture, kind: InputKind) -> None:
+        self.mixture = mixture
+        self.kind: InputKind = kind
 
-    return list(await asyncio.gather(*(one(item) for item in items)))
+    async def answer(self, job: BatchItem) -> dict[str, Any]:
+        return await answer_item(self.mixture, job, self.kind)
+
+    async def aclose(self) -> None:
+        await self.mixture.aclose()
+
+
+@dataclass(frozen=True)
+class BatchWorkers:
+    """Builds a :class:`BatchWorker` where the work runs (picklable when ``factory`` is)."""
+
+    factory: MixtureFactory
+    kind: InputKind
+
+    def __call__(self) -> BatchWorker:
+        mixture = self.factory()
+        mixture.check()
+        return BatchWorker(mixture, self.kind)
 
 
 @dataclass(frozen=True)

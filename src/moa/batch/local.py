@@ -1,27 +1,55 @@
-"""The local engine: one event loop in this process answers the batch.
+"""The local engine: one event loop in this process answers the jobs.
 
-A fixed number of workers pull items from one queue, so a million-line input
-costs as many tasks as there are workers, and each finished record reaches the
-journal at once. Providers keep their own per-provider concurrency and rate
-limits on top of this.
+A fixed number of tasks pull jobs from one queue, so a million-line input
+costs as many tasks as there are slots, and each finished record reaches the
+driver at once. Providers keep their own per-provider concurrency and rate
+limits on top of this. Each Ray actor runs the same loop (:func:`answer_jobs`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from moa.batch.answer import MixtureFactory, answer_item
-from moa.batch.engine import Deliver
+from moa.batch.answer import BatchWorkers, MixtureFactory
+from moa.batch.engine import Deliver, Worker
 from moa.batch.inputs import BatchItem, InputKind
 
-__all__ = ["LocalEngine"]
+__all__ = ["LocalEngine", "answer_jobs"]
+
+Job = TypeVar("Job")
+
+
+async def answer_jobs(
+    worker: Worker[Job],
+    jobs: Iterable[Job],
+    concurrency: int,
+    deliver: Callable[[Job, dict[str, Any]], None],
+) -> None:
+    """Answer ``jobs`` with ``concurrency`` in flight, delivering each record as it finishes.
+
+    An exception (from a job or from ``deliver``) cancels the jobs still running.
+    """
+    queue = iter(jobs)
+
+    async def slot() -> None:
+        for job in queue:  # one shared iterator: each job goes to one slot
+            deliver(job, await worker.answer(job))
+
+    slots = [asyncio.ensure_future(slot()) for _ in range(concurrency)]
+    try:
+        await asyncio.gather(*slots)
+    finally:
+        for task in slots:
+            task.cancel()
+        await asyncio.gather(*slots, return_exceptions=True)
 
 
 @dataclass(frozen=True)
 class LocalEngine:
-    """``--engine local``: ``concurrency`` requests in flight in this process."""
+    """``--engine local``: ``concurrency`` jobs in flight in this process."""
 
     concurrency: int = 8
 
@@ -41,21 +69,17 @@ class LocalEngine:
         items: Sequence[BatchItem],
         deliver: Deliver,
     ) -> None:
-        mixture = factory()
-        mixture.check()
-        queue = iter(items)
-
-        async def worker() -> None:
-            for item in queue:  # one shared iterator: each item goes to one worker
-                deliver(item, await answer_item(mixture, item, kind))
-
+        worker = BatchWorkers(factory, kind)()
         try:
-            workers = [asyncio.ensure_future(worker()) for _ in range(self.concurrency)]
-            try:
-                await asyncio.gather(*workers)
-            finally:
-                for task in workers:
-                    task.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
+            await self.amap(worker, {item.key: item for item in items}, deliver)
         finally:
-            await mixture.aclose()
+            await worker.aclose()
+
+    async def amap(
+        self,
+        worker: Worker[Job],
+        jobs: Mapping[str, Job],
+        deliver: Callable[[Job, dict[str, Any]], None],
+    ) -> None:
+        """Answer ``jobs`` with ``worker`` (which stays open: its owner closes it)."""
+        await answer_jobs(worker, jobs.values(), self.concurrency, deliver)

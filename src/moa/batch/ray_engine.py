@@ -1,31 +1,37 @@
-"""The Ray engine: Ray Data spreads the items over a pool of actors, here or on a cluster.
+"""The Ray engine: Ray Data spreads the jobs over a pool of actors, here or on a cluster.
 
-Each actor builds the mixture once (a local GGUF model is loaded once per
-actor, not per request), owns one event loop, and answers a batch of items at a
-time with ``concurrency`` requests in flight, through the same
-:func:`~moa.batch.answer.answer_items` as the local engine. Results stream back
-to the driver, which appends each record to the journal as it arrives.
+Each actor builds its worker once (a mixture, or an evaluation's models: a
+local GGUF model is loaded once per actor, not per request), owns one event
+loop, and answers a batch of jobs at a time with ``concurrency`` in flight,
+through the same :func:`~moa.batch.local.answer_jobs` as the local engine.
+Records stream back to the driver, which hands each one on as it arrives
+(``moa batch`` appends it to its journal, ``moa eval`` to its item log).
 
 Ray Data restarts an actor that dies and runs its batch again; a record that
-then arrives twice is kept once (the journal ignores a repeated key).
+then arrives twice is delivered twice, and the caller keeps the first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
-from collections.abc import Sequence
+import pickle
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from moa.batch.answer import MixtureFactory, answer_items
-from moa.batch.engine import Deliver
+from moa.batch.answer import BatchWorkers, MixtureFactory
+from moa.batch.engine import Deliver, Worker, WorkerFactory
 from moa.batch.inputs import BatchItem, InputKind
+from moa.batch.local import answer_jobs
 from moa.errors import ConfigError
 
 __all__ = ["RayEngine", "start_ray"]
+
+Job = TypeVar("Job")
 
 
 def _ray() -> Any:
@@ -53,30 +59,41 @@ def start_ray(address: str | None = None) -> None:
         ray.init(address=address, log_to_driver=False)
 
 
-class _BatchActor:
-    """One actor of the pool: a mixture and an event loop, kept for the actor's life."""
+class _PoolActor:
+    """One actor of the pool: a worker and an event loop, kept for the actor's life."""
 
-    def __init__(self, factory: MixtureFactory, kind: InputKind, concurrency: int) -> None:
+    def __init__(self, factory: WorkerFactory[Any], concurrency: int) -> None:
         self.loop = asyncio.new_event_loop()
-        self.mixture = factory()
-        self.mixture.check()
-        self.kind: InputKind = kind
+        self.worker = factory()
         self.concurrency = concurrency
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        items = [
-            BatchItem(int(index), str(key), str(request), None, str(custom_id) or None)
-            for index, key, request, custom_id in zip(
-                batch["index"], batch["key"], batch["request"], batch["custom_id"], strict=True
-            )
+        pairs = [
+            (str(key), pickle.loads(job))
+            for key, job in zip(batch["key"], batch["job"], strict=True)
         ]
-        records = self.loop.run_until_complete(
-            answer_items(self.mixture, items, self.kind, self.concurrency)
+        records: dict[str, str] = {}
+
+        def keep(pair: tuple[str, Any], record: dict[str, Any]) -> None:
+            records[pair[0]] = json.dumps(record, ensure_ascii=False, default=str)
+
+        self.loop.run_until_complete(
+            answer_jobs(_Keyed(self.worker), pairs, self.concurrency, keep)
         )
-        return {
-            "key": [item.key for item in items],
-            "record": [json.dumps(record, ensure_ascii=False) for record in records],
-        }
+        return {"key": list(records), "record": list(records.values())}
+
+
+class _Keyed:
+    """A worker over ``(key, job)`` pairs, so a record can be matched back to its key."""
+
+    def __init__(self, worker: Worker[Any]) -> None:
+        self.worker = worker
+
+    async def answer(self, job: tuple[str, Any]) -> dict[str, Any]:
+        return await self.worker.answer(job[1])
+
+    async def aclose(self) -> None:
+        await self.worker.aclose()
 
 
 @dataclass(frozen=True)
@@ -100,46 +117,51 @@ class RayEngine:
         items: Sequence[BatchItem],
         deliver: Deliver,
     ) -> None:
-        if not items:
-            return
+        self.map(BatchWorkers(factory, kind), {item.key: item for item in items}, deliver)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Ray for the block's duration: the session already open, or one started (and ended)."""
         ray = _ray()
         started = False
         if not ray.is_initialized():
             start_ray(self.address)
             started = True
         try:
-            self._run(ray, factory, kind, items, deliver)
+            yield
         finally:
             if started:
                 ray.shutdown()
 
-    def _run(
+    def map(
+        self,
+        factory: WorkerFactory[Job],
+        jobs: Mapping[str, Job],
+        deliver: Callable[[Job, dict[str, Any]], None],
+    ) -> None:
+        """Answer ``jobs`` on the actor pool; ``deliver`` runs here, as records arrive."""
+        if not jobs:
+            return
+        with self.session():
+            self._map(_ray(), factory, jobs, deliver)
+
+    def _map(
         self,
         ray: Any,
-        factory: MixtureFactory,
-        kind: InputKind,
-        items: Sequence[BatchItem],
-        deliver: Deliver,
+        factory: WorkerFactory[Job],
+        jobs: Mapping[str, Job],
+        deliver: Callable[[Job, dict[str, Any]], None],
     ) -> None:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
-        by_key = {item.key: item for item in items}
         size = self.batch_size or self.concurrency
-        rows = [
-            {
-                "index": item.index,
-                "key": item.key,
-                "request": item.request,
-                "custom_id": item.custom_id or "",
-            }
-            for item in items
-        ]
+        rows = [{"key": key, "job": pickle.dumps(job)} for key, job in jobs.items()]
         # One block per actor call, so records stream back a batch at a time.
         dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / size))
         answered = dataset.map_batches(
-            _BatchActor,
-            fn_constructor_args=(factory, kind, self.concurrency),
+            _PoolActor,
+            fn_constructor_args=(factory, self.concurrency),
             batch_size=size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=self.actors),
@@ -147,4 +169,4 @@ class RayEngine:
         )
         for batch in answered.iter_batches(batch_size=None, batch_format="numpy"):
             for key, record in zip(batch["key"], batch["record"], strict=True):
-                deliver(by_key[str(key)], json.loads(str(record)))
+                deliver(jobs[str(key)], json.loads(str(record)))

@@ -45,8 +45,11 @@ class ChildUpstream:
         self,
         models: Mapping[str, ModelBehavior] | None = None,
         default: ModelBehavior | None = None,
+        *,
+        max_concurrent: int | None = None,
     ) -> None:
         self._setup = {
+            "max_concurrent": max_concurrent,
             "models": None
             if models is None
             else {name: _behavior_data(b) for name, b in models.items()},
@@ -121,6 +124,7 @@ def _serve() -> None:
     with FakeOpenAIServer(
         None if models is None else {name: _behavior(b) for name, b in models.items()},
         None if default is None else _behavior(default),
+        max_concurrent=setup.get("max_concurrent"),
     ) as server:
         print(server.base_url, flush=True)
         for line in sys.stdin:

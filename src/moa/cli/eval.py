@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -110,7 +110,20 @@ def eval_command(
         list[str] | None,
         typer.Option(help="Only these categories (MMLU subject, MT-Bench category; repeatable)."),
     ] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Items in flight at once.")] = 1,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Items in flight at once (per actor with --engine ray).")
+    ] = 1,
+    engine: Annotated[
+        str, typer.Option(help="local (this process) or ray (a pool of Ray actors).")
+    ] = "local",
+    actors: Annotated[int, typer.Option(min=1, help="--engine ray: actors in the pool.")] = 2,
+    address: Annotated[
+        str | None,
+        typer.Option(help="--engine ray: a cluster to join (e.g. auto); default: Ray starts here."),
+    ] = None,
+    actor_cpus: Annotated[
+        float, typer.Option(min=0.0, help="--engine ray: CPUs reserved per actor.")
+    ] = 0.5,
     block: Annotated[
         int,
         typer.Option(
@@ -189,6 +202,14 @@ def eval_command(
 
         policy = content_policy(log_content)
 
+        chosen: Literal["local", "ray"]
+        if engine == "local":
+            chosen = "local"
+        elif engine == "ray":
+            chosen = "ray"
+        else:
+            raise ConfigError(f"--engine must be local or ray, not {engine!r}")
+
         if data is None:
             default = get_task(task).default_data
             if default is None:
@@ -223,6 +244,10 @@ def eval_command(
             report_every=report_every,
             command=_command_line(ctx),
             history=HistorySettings.from_env(content=policy) if log_history else None,
+            engine=chosen,
+            actors=actors,
+            address=address,
+            actor_cpus=actor_cpus,
         )
         run = EvalRun(options)
         names = ", ".join(s.name for s in run.systems)

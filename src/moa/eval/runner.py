@@ -9,31 +9,33 @@ model call goes through the call cache, so a rerun of the same command skips
 logged items and recomputes nothing it has seen before. With ``history`` set
 (``moa eval --log-history``) every answered turn is also a run in the run
 history, written by the same background writer as ``moa run``'s.
+
+Where the pairs run is the engine's business (``engine``): ``local`` answers
+them on this process's event loop, ``ray`` on a pool of Ray actors (the same
+:class:`~moa.batch.RayEngine` as ``moa batch``), each with its own
+:class:`~moa.eval.worker.EvalWorker`. Everything else (the order of work,
+Self-MoA, the log, the report, resuming) happens here, the same for both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from moa.config import MixtureConfig
-from moa.engine.events import Done
 from moa.engine.mixture import Mixture
-from moa.engine.result import Result
-from moa.errors import ConfigError, MoAError
-from moa.eval.code import score_code_record
+from moa.engine.spec import MixtureSpec
+from moa.errors import ConfigError
 from moa.eval.datasets import EvalItem
-from moa.eval.judge import Judge
 from moa.eval.prompts import PromptSet
 from moa.eval.records import ItemLog
-from moa.eval.scorers import score_exact_record
 from moa.eval.systems import (
     GenerationSettings,
     System,
@@ -44,11 +46,10 @@ from moa.eval.systems import (
     unique,
 )
 from moa.eval.tasks import Task, get_task
-from moa.eval.timing import replayed_timing
-from moa.history import HistorySettings, RunLog, setup_of
-from moa.providers.cache import DEFAULT_CACHE, CachingRegistry, SQLiteCallStore, recording_hits
+from moa.eval.worker import EvalJob, EvalWorker, EvalWorkers, RegistryRecipe
+from moa.history import HistorySettings, RunLog
+from moa.providers.cache import DEFAULT_CACHE
 from moa.providers.registry import ProviderRegistry
-from moa.types import Message, Usage
 
 __all__ = ["EvalOptions", "EvalRun", "Observer", "select_items"]
 
@@ -85,6 +86,14 @@ class EvalOptions:
     command: str = ""
     history: HistorySettings | None = None
     """Record every answered turn in this run history (``None``, the default: not recorded)."""
+    engine: Literal["local", "ray"] = "local"
+    """Where items run: this process, or a pool of Ray actors (``concurrency`` in each)."""
+    actors: int = 2
+    """``engine="ray"``: actors in the pool."""
+    address: str | None = None
+    """``engine="ray"``: the cluster to join (``None``: the session open here, or a new one)."""
+    actor_cpus: float = 0.5
+    """``engine="ray"``: CPUs Ray reserves per actor."""
 
 
 class Observer(Protocol):
@@ -137,9 +146,28 @@ def select_items(
 class EvalRun:
     """One evaluation: resolved systems, items, providers, and the log in ``options.out``."""
 
-    def __init__(self, options: EvalOptions, *, registry: ProviderRegistry | None = None) -> None:
+    def __init__(
+        self,
+        options: EvalOptions,
+        *,
+        registry: ProviderRegistry | None = None,
+        registry_factory: Callable[[], ProviderRegistry] | None = None,
+    ) -> None:
+        """``registry`` serves this process; ``registry_factory`` builds one in each Ray actor.
+
+        Without them both come from the systems' configs (and the call cache).
+        ``engine="ray"`` cannot ship a live ``registry``: give ``registry_factory``.
+        """
         if options.concurrency < 1:
             raise ConfigError("--concurrency must be at least 1")
+        if options.engine not in ("local", "ray"):
+            raise ConfigError(f"--engine must be local or ray, not {options.engine!r}")
+        if options.engine == "ray" and options.history is not None:
+            raise ConfigError(
+                "--log-history records runs from this process: use it with --engine local"
+            )
+        if options.engine == "ray" and registry is not None and registry_factory is None:
+            raise ConfigError("engine='ray' builds providers in each actor: give registry_factory")
         self.options = options
         self.task: Task = get_task(options.task)
         self.prompts = PromptSet(options.prompts_dir)
@@ -158,7 +186,8 @@ class EvalRun:
             raise ConfigError("nothing to evaluate: give --system (or allow the baselines)")
         judge_config = self._judge_config()
         configs = [s.config for s in user if s.config is not None]
-        self.registry = registry or self._registry([*configs, *judge_config])
+        recipe = registry_factory or self._registry_recipe([*configs, *judge_config])
+        self.registry = registry or recipe()
         baselines = proposer_baselines(user, options.generation) if options.baselines else []
         self.systems: list[System] = [
             s.with_timeout(options.timeout) for s in unique([*user, *baselines])
@@ -168,18 +197,25 @@ class EvalRun:
         self.self_moa_of: str | None = None
         """The single model the automatic Self-MoA samples (chosen after the first block)."""
         self._fresh = 0
-        self.judge = self._judge(judge_config)
+        self.judge = self._judge()
         self.log = ItemLog(options.out / "items.jsonl")
         self.run_log = RunLog(options.history) if options.history is not None else None
         self._context = self._run_context()
+        self.worker = EvalWorker(
+            self.task, self.prompts, self.registry, self.judge, run_log=self.run_log
+        )
+        """Answers the items in this process (``engine="local"``)."""
+        self.workers = EvalWorkers(self.task.name, recipe, options.prompts_dir, self.judge)
+        """Builds a worker in each Ray actor (``engine="ray"``)."""
 
     # -- setup ------------------------------------------------------------------------------
 
-    def _registry(self, configs: Sequence[MixtureConfig]) -> ProviderRegistry:
+    def _registry_recipe(self, configs: Sequence[MixtureConfig]) -> RegistryRecipe:
         providers, local = merged_provider_settings(configs)
-        if self.options.cache is None:
-            return ProviderRegistry(providers, local)
-        return CachingRegistry(providers, local, store=SQLiteCallStore(self.options.cache))
+        cache = self.options.cache
+        return RegistryRecipe(
+            providers, local, None if cache is None else cache.expanduser().resolve()
+        )
 
     def _judge_config(self) -> list[MixtureConfig]:
         if self.task.kind in ("exact", "code"):
@@ -192,12 +228,13 @@ class EvalRun:
         judge = resolve_system(self.options.judge, GenerationSettings(temperature=0.0))
         return [judge.config] if judge.config is not None else []
 
-    def _judge(self, configs: Sequence[MixtureConfig]) -> Judge | None:
+    def _judge(self) -> MixtureSpec | None:
+        """The judge's configuration (``None``: the task scores without one)."""
         if self.options.judge is None or self.task.kind in ("exact", "code"):
             return None
         settings = GenerationSettings(temperature=0.0, max_tokens=1024, seed=0)
         judge = resolve_system(self.options.judge, settings).with_timeout(self.options.timeout)
-        return Judge(Mixture(judge.spec, self.registry), self.prompts)
+        return judge.spec
 
     def _run_context(self) -> dict[str, Any]:
         """What, besides a system's own configuration, decides its records."""
@@ -206,7 +243,7 @@ class EvalRun:
             "templates": {name: self.prompts.get(name) for name in self.task.templates()},
         }
         if self.judge is not None:
-            context["judge"] = self.judge.mixture.spec.model_dump(
+            context["judge"] = self.judge.model_dump(
                 mode="json", exclude={"name", "timeout", "retry", "deadline"}
             )
             context["judge_templates"] = self.options.prompts_dir and str(self.options.prompts_dir)
@@ -227,16 +264,20 @@ class EvalRun:
         for system in self.systems:
             Mixture(system.spec, self.registry).check()
         size = self.options.block or len(self.items)
+        session = (
+            self._ray().session() if self.options.engine == "ray" else contextlib.nullcontext()
+        )
         try:
-            for start in range(0, len(self.items), size):
-                block = self.items[start : start + size]
-                observer.phase(f"items {start + 1}-{start + len(block)} of {len(self.items)}")
-                await self._run_jobs([s for s in self.systems if s.single], block, observer)
-                if self._add_self_moa():
-                    done = self.count_done(self.systems, self.log.completed())
-                    observer.start(self._total(), done)
-                others = [s for s in self.systems if not s.single]
-                await self._run_jobs(others, block, observer)
+            with session:
+                for start in range(0, len(self.items), size):
+                    block = self.items[start : start + size]
+                    observer.phase(f"items {start + 1}-{start + len(block)} of {len(self.items)}")
+                    await self._run_jobs([s for s in self.systems if s.single], block, observer)
+                    if self._add_self_moa():
+                        done = self.count_done(self.systems, self.log.completed())
+                        observer.start(self._total(), done)
+                    others = [s for s in self.systems if not s.single]
+                    await self._run_jobs(others, block, observer)
         finally:
             await self.registry.aclose()
             if self.run_log is not None:
@@ -305,138 +346,53 @@ class EvalRun:
                 best = (sum(values) / len(values), system)
         return None if best is None else best[1]
 
+    def _ray(self) -> Any:
+        from moa.batch.ray_engine import RayEngine
+
+        return RayEngine(
+            actors=self.options.actors,
+            concurrency=self.options.concurrency,
+            address=self.options.address,
+            actor_cpus=self.options.actor_cpus,
+        )
+
     async def _run_jobs(
         self, systems: Sequence[System], items: Sequence[EvalItem], observer: Observer
     ) -> None:
         done = self.log.completed()
         # One system's items side by side: the calls in flight then mostly go to the same
         # models, which a local model decodes as one batch (alternating models cannot).
-        jobs = [
-            (system, item)
+        jobs = {
+            f"{self.key(system)}/{item.id}": EvalJob(system, self.key(system), item)
             for system in systems
             for item in items
             if (self.key(system), item.id) not in done
-        ]
+        }
         if not jobs:
             return
-        queue: asyncio.Queue[tuple[System, EvalItem]] = asyncio.Queue()
-        for job in jobs:
-            queue.put_nowait(job)
-        mixtures = {s.name: Mixture(s.spec, self.registry) for s in systems}
+        logged: set[tuple[str, str]] = set()
 
-        async def worker() -> None:
-            while not queue.empty():
-                system, item = queue.get_nowait()
-                record = await self.run_item(system, mixtures[system.name], item)
-                self.log.append(record)
-                observer.finished(record)
-                self._fresh += 1
-                if self.options.report_every and self._fresh % self.options.report_every == 0:
-                    self.write_report_quietly()
+        def deliver(job: EvalJob, record: dict[str, Any]) -> None:
+            if (job.key, job.item.id) in logged:
+                return  # a Ray actor lost and its batch run again: the first record stands
+            logged.add((job.key, job.item.id))
+            self.log.append(record)
+            observer.finished(record)
+            self._fresh += 1
+            if self.options.report_every and self._fresh % self.options.report_every == 0:
+                self.write_report_quietly()
 
-        workers = min(self.options.concurrency, len(jobs))
-        await asyncio.gather(*(worker() for _ in range(workers)))
-
-    async def run_item(self, system: System, mixture: Mixture, item: EvalItem) -> dict[str, Any]:
-        """Answer ``item`` with ``system`` (every turn) and score it: one log record."""
-        record: dict[str, Any] = {
-            "task": self.task.name,
-            "system": system.name,
-            "key": self.key(system),
-            "item_id": item.id,
-            "category": item.category,
-        }
-        history: list[Message] = []
-        results: list[Result] = []
-        timings = []
-        run_ids: list[str] = []
-        try:
-            for turn in range(len(item.turns)):
-                history.append(Message("user", self.task.user_message(item, turn, self.prompts)))
-                with recording_hits() as hits:
-                    result = await self._answer(system, mixture, history, run_ids)
-                results.append(result)
-                timings.append(replayed_timing(result, hits))
-                history.append(Message("assistant", result.output))
-        except ConfigError:
-            raise  # a broken setup fails every item: stop instead of logging each failure
-        except MoAError as exc:
-            record["error"] = f"{type(exc).__name__}: {exc}"
-        record["prompts"] = [m.content for m in history if m.role == "user"]
-        record["outputs"] = [r.output for r in results]
-        record["output"] = results[-1].output if results else None
-        record.update(self._accounting(results, timings))
-        record["calls"] = [c for turn, r in enumerate(results) for c in _call_records(r, turn)]
-        if run_ids:
-            record["history_ids"] = run_ids  # moa logs show ID
-        if "error" not in record:
-            await self._score(record, item, results)
+        if self.options.engine == "ray":
+            self._ray().map(self.workers, jobs, deliver)
         else:
-            record["score"] = None
-        record["finished_at"] = round(time.time(), 3)
-        return record
+            from moa.batch.local import LocalEngine
 
-    async def _answer(
-        self, system: System, mixture: Mixture, history: list[Message], run_ids: list[str]
-    ) -> Result:
-        """One turn's answer; recorded in the run history when that is asked for."""
-        if self.run_log is None:
-            return await mixture.arun(history)
-        capture = self.run_log.start(
-            mixture.spec,
-            tuple(history),
-            source="eval",
-            setup=None if system.config is None else setup_of(system.config),
-        )
-        run_ids.append(capture.id)
-        error: BaseException | None = None
-        try:
-            async for event in mixture.astream(history, trace_id=capture.trace_id):
-                capture.observe(event)
-                if isinstance(event, Done):
-                    return event.result
-        except Exception as exc:  # the item's error is recorded; a cancel counts as cancelled
-            error = exc
-            raise
-        finally:
-            self.run_log.submit(capture.finish(error=error))
-        raise AssertionError("a run always ends with a Done event")  # pragma: no cover
+            engine = LocalEngine(min(self.options.concurrency, len(jobs)))
+            await engine.amap(self.worker, jobs, deliver)
 
-    @staticmethod
-    def _accounting(results: Sequence[Result], timings: Sequence[Any]) -> dict[str, Any]:
-        usage = Usage.sum(r.usage for r in results)
-        costs = [r.cost for r in results if r.cost is not None]
-        return {
-            "usage": usage.to_dict(),
-            "cost": sum(costs) if costs else None,
-            "latency_s": round(sum(t.latency_s for t in timings), 4),
-            "ttft_s": round(timings[0].ttft_s, 4) if timings and timings[0].ttft_s else None,
-            "latency_source": "replayed" if any(t.replayed for t in timings) else "measured",
-        }
-
-    async def _score(self, record: dict[str, Any], item: EvalItem, results: list[Result]) -> None:
-        output = results[-1].output
-        if self.task.kind == "exact":
-            record["gold"] = item.answer
-            if item.choices:
-                record["choices"] = list(item.choices)
-            score_exact_record(record)
-        elif self.task.kind == "code":
-            await score_code_record(record, item)
-        elif self.task.kind == "pairwise":
-            assert self.judge is not None
-            verdict = await self.judge.pairwise(item.turns[0], output, item.references[0])
-            record.update(
-                score=verdict.preference,
-                judge=verdict.to_dict(),
-                output_chars=len(output),
-                reference_chars=len(item.references[0]),
-                dataset=item.meta.get("dataset", ""),
-            )
-        else:
-            assert self.judge is not None
-            grade = await self.judge.grade(item, [r.output for r in results])
-            record.update(score=grade.score, judge=grade.to_dict())
+    async def run_item(self, system: System, item: EvalItem) -> dict[str, Any]:
+        """Answer ``item`` with ``system`` (every turn) and score it, in this process."""
+        return await self.worker.run_item(system, self.key(system), item)
 
     # -- files ------------------------------------------------------------------------------
 
@@ -466,21 +422,3 @@ class EvalRun:
             write_report(self.options.out)
         except Exception as exc:  # the run matters more than an intermediate report
             print(f"(report not refreshed: {exc})", file=sys.stderr)
-
-
-def _call_records(result: Result, turn: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "turn": turn,
-            "layer": call.layer,
-            "index": call.index,
-            "role": call.role,
-            "model": call.model,
-            "output": call.output,
-            "error": call.error,
-            "usage": call.usage.to_dict(),
-            "latency_s": round(call.latency_s, 4),
-            "finish_reason": call.finish_reason,
-        }
-        for call in result.calls()
-    ]

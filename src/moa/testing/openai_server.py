@@ -119,13 +119,24 @@ class FakeOpenAIServer:
     or get 404 when ``models`` is given without a default. Use as a context
     manager or call :meth:`start` / :meth:`stop`. ``requests`` holds every
     chat request body received; ``records`` how each was handled and when.
+
+    ``max_concurrent`` caps the chat calls handled at once, as a real server's
+    batch slots do: a call past it waits for a free slot, then takes its usual
+    time from that moment (its record starts there too). A stream holds its
+    slot until it ends.
     """
 
     def __init__(
         self,
         models: Mapping[str, ModelBehavior] | None = None,
         default: ModelBehavior | None = None,
+        *,
+        max_concurrent: int | None = None,
     ) -> None:
+        if max_concurrent is not None and max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1 (or None: no limit)")
+        self.max_concurrent = max_concurrent
+        self._slots: asyncio.Semaphore | None = None
         self.models: dict[str, ModelBehavior] = dict(models or {})
         self.default = default if default is not None or models else ModelBehavior()
         self.requests: list[dict[str, Any]] = []
@@ -225,12 +236,21 @@ class FakeOpenAIServer:
         assert behavior is not None
         text, finish = self._reply_text(behavior, body)
         tokens = split_tokens(text)
+        slots = self._admission()
+        if slots is not None:
+            await slots.acquire()
+            started = time.perf_counter()
         if stream:
+            events = self._events(behavior, body, tokens, finish, started, port)
             return StreamingResponse(
-                self._events(behavior, body, tokens, finish, started, port),
+                events if slots is None else _holding(slots, events),
                 media_type="text/event-stream",
             )
-        await _sleep_until(started + _total_time(behavior, len(tokens)))
+        try:
+            await _sleep_until(started + _total_time(behavior, len(tokens)))
+        finally:
+            if slots is not None:
+                slots.release()
         completion = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
@@ -247,6 +267,12 @@ class FakeOpenAIServer:
         }
         self.records.append(RequestRecord(model, False, 200, started, time.perf_counter(), port))
         return JSONResponse(completion)
+
+    def _admission(self) -> asyncio.Semaphore | None:
+        """The slots of ``max_concurrent`` (made on the server's own event loop)."""
+        if self.max_concurrent is not None and self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_concurrent)
+        return self._slots
 
     def _refusal(self, request: Request, body: dict[str, Any], model: str) -> Response | None:
         """The error answer this request gets, if any."""
@@ -334,6 +360,15 @@ class FakeOpenAIServer:
         pending.append(b"data: [DONE]\n\n")
         self.records.append(RequestRecord(model, True, 200, started, time.perf_counter(), port))
         yield b"".join(pending)
+
+
+async def _holding(slots: asyncio.Semaphore, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``events``, giving the slot back when the stream ends (or the client leaves)."""
+    try:
+        async for chunk in events:
+            yield chunk
+    finally:
+        slots.release()
 
 
 def _usage(body: dict[str, Any], tokens: list[str]) -> dict[str, int]:
