@@ -54,7 +54,14 @@ def start_ray(address: str | None = None) -> None:
     ray = _ray()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is None:
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+        # "local": a new instance even where another one is running (ray.init() with no
+        # address joins the cluster last started on this machine, if any).
+        ray.init(
+            address="local",
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            log_to_driver=False,
+        )
     else:
         ray.init(address=address, log_to_driver=False)
 
