@@ -17,7 +17,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from moa.cli.common import ConfigOption, PresetOption, choose_config, reporting_errors
+from moa.cli.common import (
+    ConfigOption,
+    PresetOption,
+    RayActorCpus,
+    RayActors,
+    RayAddress,
+    choose_config,
+    reporting_errors,
+)
 from moa.config import MixtureConfig
 from moa.engine.spec import AgentSpec
 from moa.errors import ConfigError
@@ -111,14 +119,9 @@ def batch_command(
     concurrency: Annotated[
         int, typer.Option(min=1, help="Requests in flight (per actor with --engine ray).")
     ] = 8,
-    actors: Annotated[int, typer.Option(min=1, help="--engine ray: actors in the pool.")] = 2,
-    address: Annotated[
-        str | None,
-        typer.Option(help="--engine ray: a cluster to join (e.g. auto); default: Ray starts here."),
-    ] = None,
-    actor_cpus: Annotated[
-        float, typer.Option(min=0.0, help="--engine ray: CPUs reserved per actor.")
-    ] = 0.5,
+    actors: RayActors = 2,
+    address: RayAddress = None,
+    actor_cpus: RayActorCpus = 0.5,
     cache: Annotated[
         Path, typer.Option(help="The call cache (SQLite) that answers repeated calls.")
     ] = DEFAULT_CACHE,

@@ -26,6 +26,9 @@ from moa.errors import ConfigError, MoAError
 __all__ = [
     "ConfigOption",
     "PresetOption",
+    "RayActorCpus",
+    "RayActors",
+    "RayAddress",
     "choose_config",
     "err_console",
     "progress_bar",
@@ -95,3 +98,14 @@ def progress_bar(console: Console) -> Progress:
         console=console,
         disable=not console.is_terminal,
     )
+
+
+# Options of the commands that can run on Ray (``moa batch``, ``moa eval``).
+RayActors = Annotated[int, typer.Option(min=1, help="--engine ray: actors in the pool.")]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(help="--engine ray: a cluster to join (e.g. auto); default: Ray starts here."),
+]
+RayActorCpus = Annotated[
+    float, typer.Option(min=0.0, help="--engine ray: CPUs reserved per actor.")
+]

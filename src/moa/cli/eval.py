@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.console import Console
 
-from moa.cli.common import progress_bar, reporting_errors
+from moa.cli.common import RayActorCpus, RayActors, RayAddress, progress_bar, reporting_errors
 from moa.cli.recording import LogContentOption, content_policy
 from moa.errors import ConfigError
 from moa.providers.cache import DEFAULT_CACHE
@@ -116,14 +116,9 @@ def eval_command(
     engine: Annotated[
         str, typer.Option(help="local (this process) or ray (a pool of Ray actors).")
     ] = "local",
-    actors: Annotated[int, typer.Option(min=1, help="--engine ray: actors in the pool.")] = 2,
-    address: Annotated[
-        str | None,
-        typer.Option(help="--engine ray: a cluster to join (e.g. auto); default: Ray starts here."),
-    ] = None,
-    actor_cpus: Annotated[
-        float, typer.Option(min=0.0, help="--engine ray: CPUs reserved per actor.")
-    ] = 0.5,
+    actors: RayActors = 2,
+    address: RayAddress = None,
+    actor_cpus: RayActorCpus = 0.5,
     block: Annotated[
         int,
         typer.Option(
