@@ -188,6 +188,36 @@ async function* serverEvents(response) {
   }
 }
 
+// A streamed chat completion: onText gets the answer so far, onMoa each progress event.
+// Returns the whole answer; throws with the server's message on an error.
+async function streamChat(model, messages, moa, onText, onMoa) {
+  const response = await fetch("/v1/chat/completions", {
+    method: "POST",
+    headers: headers(),
+    signal: state.controller.signal,
+    body: JSON.stringify({
+      model,
+      messages,
+      stream: true,
+      stream_options: { include_usage: true },
+      moa,
+    }),
+  });
+  if (!response.ok) throw new Error(await errorMessage(response));
+  let text = "";
+  for await (const chunk of serverEvents(response)) {
+    if (chunk.error) throw new Error(chunk.error.message);
+    if (chunk.moa) onMoa(chunk.moa);
+    const choice = chunk.choices && chunk.choices[0];
+    const piece = choice && choice.delta && choice.delta.content;
+    if (piece) {
+      text += piece;
+      onText(text);
+    }
+  }
+  return text;
+}
+
 async function ask(text) {
   state.history.push({ role: "user", content: text });
   addMessage("user", text);
@@ -199,32 +229,11 @@ async function ask(text) {
   answer.item.classList.add("streaming");
   state.controller = new AbortController();
   busy(true);
-  let reply = "";
   try {
-    const response = await fetch("/v1/chat/completions", {
-      method: "POST",
-      headers: headers(),
-      signal: state.controller.signal,
-      body: JSON.stringify({
-        model: $("model").value,
-        messages: state.history,
-        stream: true,
-        stream_options: { include_usage: true },
-        moa: { agent_deltas: true },
-      }),
-    });
-    if (!response.ok) throw new Error(await errorMessage(response));
-    for await (const chunk of serverEvents(response)) {
-      if (chunk.error) throw new Error(chunk.error.message);
-      if (chunk.moa) onProgress(chunk.moa);
-      const choice = chunk.choices && chunk.choices[0];
-      const piece = choice && choice.delta && choice.delta.content;
-      if (piece) {
-        reply += piece;
-        answer.body.textContent = reply;
-        if (state.answerCard) state.answerCard.querySelector(".text").textContent = reply;
-      }
-    }
+    const reply = await streamChat($("model").value, state.history, { agent_deltas: true }, (soFar) => {
+      answer.body.textContent = soFar;
+      if (state.answerCard) state.answerCard.querySelector(".text").textContent = soFar;
+    }, onProgress);
     state.history.push({ role: "assistant", content: reply });
     showRun({ ...state.live, output: reply });
   } catch (error) {

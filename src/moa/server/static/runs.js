@@ -192,31 +192,12 @@ async function compare() {
   fillSide(side, target, "", "");
   state.controller = new AbortController();
   busy(true);
-  let text = "";
   try {
-    const response = await fetch("/v1/chat/completions", {
-      method: "POST",
-      headers: headers(),
-      signal: state.controller.signal,
-      body: JSON.stringify({
-        model: target,
-        messages: shown.messages,
-        stream: true,
-        stream_options: { include_usage: true },
-        moa: { progress: true },
-      }),
+    await streamChat(target, shown.messages, { progress: true }, (soFar) => {
+      side.querySelector(".text").textContent = soFar;
+    }, (event) => {
+      if (event.type === "done") side.querySelector(".stats").textContent = totalsText(event);
     });
-    if (!response.ok) throw new Error(await errorMessage(response));
-    for await (const chunk of serverEvents(response)) {
-      if (chunk.error) throw new Error(chunk.error.message);
-      if (chunk.moa && chunk.moa.type === "done") side.querySelector(".stats").textContent = totalsText(chunk.moa);
-      const choice = chunk.choices && chunk.choices[0];
-      const piece = choice && choice.delta && choice.delta.content;
-      if (piece) {
-        text += piece;
-        side.querySelector(".text").textContent = text;
-      }
-    }
     side.classList.add("done");
   } catch (error) {
     side.classList.add("failed");
