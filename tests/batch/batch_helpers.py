@@ -10,6 +10,7 @@ from pathlib import Path
 
 from moa.engine.mixture import Mixture
 from moa.engine.spec import AgentSpec, LayerSpec, MixtureSpec
+from moa.jsonl import json_lines
 from moa.providers.registry import ProviderRegistry
 from moa.testing import FunctionProvider
 from moa.types import CompletionRequest
@@ -91,4 +92,4 @@ def without_timing(value: object) -> object:
 
 
 def read_lines(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+    return [json.loads(line) for line in json_lines(path.read_text("utf-8"))]

@@ -161,3 +161,17 @@ def test_a_missing_column_or_unknown_format_is_a_config_error(tmp_path: Path) ->
     requests = write_requests(tmp_path / "req.jsonl", 1)
     with pytest.raises(ConfigError, match=r"Batch API output is \.jsonl"):
         run_batch(BatchOptions(requests, tmp_path / "out.csv"), fake_mixture, LocalEngine())
+
+
+def test_line_separators_inside_strings_do_not_split_a_line(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    rows = [{"prompt": "first\u2028line"}, {"prompt": "second\x85line"}]
+    source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    data = read_input(source)
+    assert [json.loads(i.request or "")["messages"][-1]["content"] for i in data.items] == [
+        "first\u2028line",
+        "second\x85line",
+    ]
+    run_batch(BatchOptions(source, tmp_path / "out.jsonl"), fake_mixture)
+    run_batch(BatchOptions(source, tmp_path / "out.jsonl"), fake_mixture)  # resumes: reads it back
+    assert [line["error"] for line in read_lines(tmp_path / "out.jsonl")] == [None, None]

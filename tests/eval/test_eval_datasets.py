@@ -96,3 +96,13 @@ def test_hugging_face_offline_is_one_clear_line(monkeypatch: pytest.MonkeyPatch)
     assert (
         "Couldn't reach" in message and "--data PATH" in message and "long traceback" not in message
     )
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x0c", "\x1c"])
+def test_json_lines_split_only_at_newlines(tmp_path: Path, separator: str) -> None:
+    """JSON leaves these separators unescaped inside strings; they do not end a record."""
+    path = tmp_path / "data.jsonl"
+    records = [{"question": f"one{separator}two", "answer": 0}, {"question": "three", "answer": 1}]
+    text = "\r\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\r\n"
+    path.write_bytes(text.encode("utf-8"))
+    assert read_records(path) == records

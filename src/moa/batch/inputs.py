@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from moa.errors import ConfigError
+from moa.jsonl import json_lines
 
 __all__ = [
     "CHAT_URLS",
@@ -84,7 +85,7 @@ def read_input(
             ".csv or .parquet file"
         )
     if suffix in (".jsonl", ".json"):
-        lines = path.read_text("utf-8").splitlines()
+        lines = json_lines(path.read_text("utf-8"))
         if _looks_like_batch_requests(lines):
             if column is not None:
                 raise ConfigError("--column is for tables; this file holds Batch API requests")
@@ -167,7 +168,7 @@ def read_table_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         return table.to_pylist(), list(table.column_names)
     rows = []
     columns: dict[str, None] = {}
-    for number, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+    for number, line in enumerate(json_lines(path.read_text("utf-8")), 1):
         if not line.strip():
             continue
         try:

@@ -23,6 +23,7 @@ from typing import IO, Any
 from moa.batch.answer import dumps, outcome
 from moa.batch.inputs import InputKind
 from moa.errors import ConfigError
+from moa.jsonl import json_lines
 
 __all__ = ["ANSWER_COLUMNS", "Journal", "journal_path", "write_table"]
 
@@ -59,7 +60,7 @@ class Journal:
         """
         wanted = set(keys)
         if self.path.exists():
-            for line in self.path.read_text("utf-8").splitlines():
+            for line in json_lines(self.path.read_text("utf-8")):
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:

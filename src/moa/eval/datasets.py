@@ -28,6 +28,7 @@ from typing import Any
 
 from moa.answers import normalize_number
 from moa.errors import ConfigError
+from moa.jsonl import json_lines
 
 __all__ = [
     "EvalItem",
@@ -77,7 +78,7 @@ def read_records(source: str | Path, *, default_names: Sequence[str] = ()) -> li
         raw = path.read_bytes()
         content = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
         if suffix == ".jsonl" or (suffix != ".json" and content.lstrip()[:1] != "["):
-            records = [json.loads(line) for line in content.splitlines() if line.strip()]
+            records = [json.loads(line) for line in json_lines(content) if line.strip()]
         else:
             records = json.loads(content)
     except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
