@@ -145,6 +145,30 @@ class RunContext:
             raise QuorumError(layer, spec.min_ok, result.failures)
         return result
 
+    async def extend_layer(
+        self, agents: Sequence[AgentSpec], references: Sequence[Reference] = ()
+    ) -> LayerResult:
+        """Run ``agents`` as more members of the last layer, after the ones it has.
+
+        For a layer drawn in waves (an adaptive vote): each call is the one it would
+        have been had the agent been in the layer from the start (same position,
+        same conversation), and the layer's result then holds every agent in order.
+        """
+        last = self.layers[-1]
+        start = len(last.agents)
+        calls = [
+            self.agent_call(
+                agent, layer=last.index, index=start + i, role="proposer", references=references
+            )
+            for i, agent in enumerate(agents)
+        ]
+        self.emit(LayerStarted(last.index, "proposer", tuple(c.label for c in calls)))
+        results = await asyncio.gather(*(self._run_agent(call) for call in calls))
+        merged = LayerResult(last.index, (*last.agents, *results), last.min_ok, last.notes)
+        self.layers[-1] = merged
+        self.emit(LayerDone(merged))
+        return merged
+
     async def _run_agent(
         self, call: AgentCall, progress: CallProgress | None = None
     ) -> AgentResult:

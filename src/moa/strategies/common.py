@@ -38,6 +38,7 @@ __all__ = [
     "role_prompt",
     "run_extra",
     "run_layers",
+    "sample_layer",
 ]
 
 AfterLayer = Callable[

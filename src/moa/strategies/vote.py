@@ -5,6 +5,14 @@ strict winner's reply (the first one with that answer) is the output, at no
 extra call. On a tie, or when too few replies state an answer, the aggregator
 synthesizes as usual. With ``samples`` this is self-consistency: one model
 sampled n times, then voted.
+
+``answer: auto`` reads the kind of answer from the request (see
+:mod:`moa.question_kind`): a number or a lettered choice is voted on, and any
+other request (prose, code) gets the first sample's reply alone, one call, since
+replies that cannot be counted cannot be voted on. ``adaptive`` draws the samples
+in two waves: a majority's worth first, the rest only when the first wave leaves
+the winner open. The outcome is the full vote's (a winner ahead by more than the
+samples left cannot be overtaken), at fewer calls when the first answers agree.
 """
 
 from __future__ import annotations
@@ -13,29 +21,35 @@ import re
 from collections import Counter
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from moa.answers import AnswerKind, extract_answer
 from moa.engine.context import RunContext
 from moa.engine.references import Reference
 from moa.engine.result import AgentResult
+from moa.engine.spec import LayerSpec
 from moa.engine.strategy import Strategy, register_strategy
-from moa.strategies.common import StrategyOptions, finish, run_layers
+from moa.question_kind import last_user_text, question_kind
+from moa.strategies.common import StrategyOptions, finish, run_layers, sample_layer
 from moa.strategies.sliding import aggregate
 
 __all__ = ["VoteOptions", "tally", "vote"]
 
 
 class VoteOptions(StrategyOptions):
-    answer: AnswerKind = "number"
+    answer: AnswerKind | Literal["auto"] = "number"
     """What to compare: the final ``number``, a ``choice`` letter, the ``last_line``,
-    or the whole ``text``."""
+    or the whole ``text``; ``auto``: a number or a choice as the request asks, and for
+    any other request the first sample's reply alone (needs ``samples``)."""
     pattern: str | None = None
     """A regular expression whose last match (its first group, if any) is the answer."""
     min_votes: int = Field(default=2, ge=1)
     """The winner needs at least this many votes (fewer: synthesize instead)."""
     on_tie: Literal["aggregate", "first"] = "aggregate"
     """``aggregate``: the aggregator synthesizes; ``first``: the first tied answer wins."""
+    adaptive: bool = False
+    """Draw the samples in two waves, the second only if the first leaves the winner open
+    (the same outcome as drawing them all; needs ``samples`` and no configured layers)."""
 
     @field_validator("pattern")
     @classmethod
@@ -47,13 +61,23 @@ class VoteOptions(StrategyOptions):
                 raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
         return value
 
+    @model_validator(mode="after")
+    def _auto_and_adaptive_need_samples(self) -> VoteOptions:
+        for name, given in (("answer: auto", self.answer == "auto"), ("adaptive", self.adaptive)):
+            if given and self.samples is None:
+                raise ValueError(f"{name} needs samples: N (the vote's own samples)")
+        return self
 
-def tally(references: list[Reference], options: VoteOptions) -> tuple[Counter[str], dict[str, int]]:
-    """Votes per answer, and the first reply giving each answer."""
+
+def tally(
+    references: list[Reference], options: VoteOptions, kind: AnswerKind | None = None
+) -> tuple[Counter[str], dict[str, int]]:
+    """Votes per answer, and the first reply giving each answer (``kind`` overrides ``auto``)."""
+    what: AnswerKind = kind or ("number" if options.answer == "auto" else options.answer)
     votes: Counter[str] = Counter()
     first: dict[str, int] = {}
     for index, reference in enumerate(references):
-        answer = extract_answer(reference.text, options.answer, options.pattern)
+        answer = extract_answer(reference.text, what, options.pattern)
         if answer is None:
             continue
         votes[answer] += 1
@@ -61,10 +85,59 @@ def tally(references: list[Reference], options: VoteOptions) -> tuple[Counter[st
     return votes, first
 
 
+def decided(votes: Counter[str], min_votes: int, remaining: int) -> bool:
+    """Whether more votes (``remaining`` of them) can no longer change the strict winner."""
+    ranking = votes.most_common(2)
+    if not ranking:
+        return False
+    top = ranking[0][1]
+    second = ranking[1][1] if len(ranking) > 1 else 0
+    return top >= min_votes and top > second + remaining
+
+
+async def _adaptive_samples(
+    ctx: RunContext, options: VoteOptions, kind: AnswerKind
+) -> list[Reference]:
+    """The samples in two waves: enough for a majority, then the rest if it is still open."""
+    layer = sample_layer(ctx, options)
+    assert layer is not None  # the options' validator requires samples
+    agents = layer.agents
+    wave = len(agents) // 2 + 1
+    result = await ctx.run_layer(1, LayerSpec(agents=agents[:wave]), ())
+    references = ctx.references_of(result.agents)
+    votes, _ = tally(references, options, kind)
+    remaining = len(agents) - wave
+    if remaining and not decided(votes, options.min_votes, remaining):
+        result = await ctx.extend_layer(agents[wave:])
+        references = ctx.references_of(result.agents)
+    elif remaining:
+        ctx.notes.append(f"adaptive vote: decided after {wave} of {len(agents)} samples")
+    return references
+
+
+async def _first_sample_alone(ctx: RunContext, options: VoteOptions) -> AgentResult:
+    """A request whose replies cannot be counted: the first sample answers alone, streamed."""
+    layer = sample_layer(ctx, options)
+    assert layer is not None  # the options' validator requires samples
+    ctx.notes.append("vote: the request asks for no number or choice; one sample answers")
+    return await ctx.aggregate((), layer.agents[0], layer=1)
+
+
 def vote(options: VoteOptions) -> Strategy:
     async def run(ctx: RunContext) -> AgentResult:
-        references = await run_layers(ctx, options)
-        votes, first = tally(references, options)
+        kind: AnswerKind | None
+        if options.answer == "auto":
+            kind = question_kind(last_user_text(ctx.messages))
+            if kind is None:
+                return await _first_sample_alone(ctx, options)
+            ctx.notes.append(f"vote: the request asks for a {kind}")
+        else:
+            kind = options.answer
+        if options.adaptive and not ctx.spec.layers:
+            references = await _adaptive_samples(ctx, options, kind)
+        else:
+            references = await run_layers(ctx, options)
+        votes, first = tally(references, options, kind)
         ranking = votes.most_common()
         counts = ", ".join(f"{answer!r}: {n}" for answer, n in ranking) or "no answer found"
         note = f"vote over {len(references)} answers: {counts}"
