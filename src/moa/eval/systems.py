@@ -198,13 +198,26 @@ def merged_provider_settings(
                 )
             providers[name] = settings
         if "local" in config.model_fields_set:
-            if local is not None and local != config.local:
-                raise ConfigError(
-                    "two systems have different 'local:' settings; one run loads each local "
-                    "model once, so give them the same settings"
-                )
-            local = config.local
+            local = _merged_local(local, config.local)
     return providers, local or LocalSettings()
+
+
+def _merged_local(first: LocalSettings | None, second: LocalSettings) -> LocalSettings:
+    """Two systems' ``local:`` settings as one; they may differ only in the batch width.
+
+    A batch width says how calls are run, not what they answer, so the widest serves
+    both. Anything else (threads, window, model folder) changes the loaded model.
+    """
+    if first is None:
+        return second
+    widest = max(first.batch, second.batch)
+    if first.model_copy(update={"batch": widest}) != second.model_copy(update={"batch": widest}):
+        raise ConfigError(
+            "two systems have different 'local:' settings; one run loads each local "
+            "model once, so give them the same settings (only batch may differ: the "
+            "widest is used)"
+        )
+    return first.model_copy(update={"batch": widest})
 
 
 def unique(systems: Sequence[System]) -> list[System]:
