@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from moa.config import MixtureConfig
-from moa.eval.stats import Estimate, paired_difference
+from moa.eval.stats import Estimate
 from moa.select.candidates import Candidate, Sampling
 from moa.select.evaluate import Evaluation
 from moa.select.search import Selection
@@ -54,12 +54,7 @@ def _score(estimate: Estimate, percent: bool) -> str:
 
 
 def _paired(a: Evaluation, b: Evaluation, percent: bool) -> Estimate:
-    ours, theirs = a.by_item(), b.by_item()
-    ids = [i for i in ours if i in theirs and ours[i].score is not None]
-    ids = [i for i in ids if theirs[i].score is not None]
-    diff = paired_difference(
-        [ours[i].score or 0.0 for i in ids], [theirs[i].score or 0.0 for i in ids]
-    )
+    diff = a.paired_difference(b)
     return diff.scaled(100) if percent else diff
 
 
