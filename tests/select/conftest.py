@@ -59,6 +59,18 @@ def gsm8k(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def mmlu(tmp_path: Path) -> Path:
+    """Item ``i`` has four choices; the right one is letter ``i % 4`` (A, B, C, D)."""
+    path = tmp_path / "mmlu.jsonl"
+    lines = [
+        json.dumps({"question": f"Item {i}: which one?", "choices": list("wxyz"), "answer": i % 4})
+        for i in range(ITEMS)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
 def item_number() -> Callable[[CompletionRequest], int]:
     """The item a request asks about, for tests that script a pool of their own."""
     return _item

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,55 @@ def test_plain_progress_paces_the_eta_by_items_that_took_time(
     assert lines[0].endswith("ETA ?") and lines[1].endswith("ETA ?")
     assert lines[2].endswith("ETA 7 min")  # 60 s an item, 7 items left
     assert lines[3].endswith("ETA 9 min")  # (60 + 120) / 2 = 90 s an item, 6 left
+
+
+def test_select_over_two_tasks_writes_a_per_task_report(
+    gsm8k: Path, mmlu: Path, provider: FunctionProvider, tmp_path: Path
+) -> None:
+    register_kind("select-multi-test", lambda name, settings, local: provider)
+    base = tmp_path / "pool.yaml"
+    base.write_text(
+        "providers:\n  sel: {kind: select-multi-test}\naggregator: {model: 'sel:strong'}\n"
+    )
+    out = tmp_path / "out"
+    args = ["select", "-m", "sel:strong", "-m", "sel:weak", "--config", str(base)]
+    args += ["--task", "gsm8k", "--data", str(gsm8k), "-t", "mmlu", "-d", str(mmlu)]
+    args += ["--dev", "12", "--heldout", "16", "--samples", "3", "--floor", "mmlu=5"]
+    args += ["--cache", str(tmp_path / "c.sqlite"), "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "sel" in load_config(out / "select.yaml").providers
+    report = (out / "report.md").read_text()
+    assert "# Agent selection on gsm8k, mmlu" in report and "## Per task: " in report
+    assert "floors (points): gsm8k 2, mmlu 5" in report
+    data = json.loads((out / "select.json").read_text())
+    assert [row["task"] for row in data["per_task"]] == ["gsm8k", "mmlu"]
+    assert [row["floor"] for row in data["per_task"]] == [2.0, 5.0]
+    # Each task's items are told apart in the progress lines.
+    assert "[16/16] mmlu: single strong item" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["-t", "mmlu"], "--data: give one per --task, in the same order (2 --task, 1 --data)"),
+        (["-d", "more.jsonl"], "--data: give one per --task, in the same order (1 --task, 2"),
+        (["--floor", "3"], "--floor applies to several tasks"),
+        (["-t", "gsm8k", "-d", "x"], "--task gsm8k is given twice"),
+    ],
+)
+def test_select_names_the_option_that_does_not_match(
+    gsm8k: Path, extra: list[str], message: str
+) -> None:
+    args = ["select", "-m", "fake:a", "--task", "gsm8k", "--data", str(gsm8k), "--no-cache"]
+    result = runner.invoke(app, [*args, *extra])
+    assert result.exit_code == 2
+    assert message in " ".join(result.stderr.split())
+
+
+def test_select_help_tells_how_to_give_several_tasks() -> None:
+    result = runner.invoke(app, ["select", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "Repeat it to choose one configuration for several tasks" in text
+    assert "TASK=N for one" in text

@@ -1,4 +1,4 @@
-"""``moa select``: pick agents and a mixture shape for a task, verified on held-out data."""
+"""``moa select``: pick agents and a mixture shape for one task or several, checked on held-out."""
 
 from __future__ import annotations
 
@@ -77,8 +77,32 @@ def select_command(
         list[str],
         typer.Option("--model", "-m", help="A candidate model id (repeat for each one)."),
     ],
-    task: Annotated[str, typer.Option("--task", "-t", help="gsm8k, mmlu, alpaca_eval, mt_bench.")],
-    data: Annotated[str, typer.Option("--data", "-d", help="The data file or directory.")],
+    tasks: Annotated[
+        list[str],
+        typer.Option(
+            "--task",
+            "-t",
+            help="gsm8k, mmlu, humaneval, alpaca_eval, mt_bench. Repeat it to choose one "
+            "configuration for several tasks, each with its own --data.",
+        ),
+    ],
+    data: Annotated[
+        list[str],
+        typer.Option(
+            "--data",
+            "-d",
+            help="The data file or directory of each --task, in the same order (one per --task).",
+        ),
+    ],
+    floors: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--floor",
+            help="Several tasks only: the points a configuration may lose to a task's best "
+            "single model (lower bound of the 95% interval of the held-out difference). "
+            "N for every task (default 2), TASK=N for one; repeatable.",
+        ),
+    ] = None,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Where select.yaml, report.md, select.json go.")
     ] = Path("select-out"),
@@ -138,10 +162,20 @@ def select_command(
 ) -> None:
     """Measure each model, search mixtures under a budget, and recommend one (or a single model).
 
-    The recommendation never scores below the best single model on the held-out split.
+    With one task, the recommendation never scores below the best single model on the held-out
+    split. With several (--task and --data repeated, in the same order), one configuration is
+    chosen for all of them: it must stay within --floor points of each task's best single model
+    (95% interval of the held-out difference), and ranks by the tasks it significantly improves.
     """
     from moa.select.candidates import Budget, Sampling
-    from moa.select.run import DEFAULT_CACHE, SelectRun, write_outputs
+    from moa.select.run import (
+        DEFAULT_CACHE,
+        MultiSelectRun,
+        SelectRun,
+        task_list,
+        write_multi_outputs,
+        write_outputs,
+    )
     from moa.select.search import SearchOptions
 
     console = Console(stderr=True, highlight=False)
@@ -162,25 +196,46 @@ def select_command(
         )
         if no_cache and cache is not None:
             raise ConfigError("give --cache or --no-cache, not both")
-        run = SelectRun(
-            options,
-            task,
-            data,
-            base=load_config(config) if config is not None else None,
-            cache=None if no_cache else (cache or DEFAULT_CACHE),
-            judge=judge,
-            embeddings=embeddings,
-            concurrency=concurrency,
-        )
+        several = task_list(tasks, data, floors or ())
+        if len(several) == 1 and floors:
+            raise ConfigError("--floor applies to several tasks (--task given more than once)")
+        base = load_config(config) if config is not None else None
+        store = None if no_cache else (cache or DEFAULT_CACHE)
         started = time.monotonic()
 
         def log(text: str) -> None:
             console.print(f"[dim]{time.monotonic() - started:7.0f}s[/] {escape(text)}")
 
-        with _ItemProgress(console) as progress:
-            selection = asyncio.run(run.arun(log=log, progress=progress))
         command = "moa select " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else ""
-        paths = write_outputs(selection, run, out, command=command)
-    console.print(f"[bold]{selection.verdict}[/]")
+        if len(several) == 1:
+            run = SelectRun(
+                options,
+                tasks[0],
+                data[0],
+                base=base,
+                cache=store,
+                judge=judge,
+                embeddings=embeddings,
+                concurrency=concurrency,
+            )
+            with _ItemProgress(console) as progress:
+                selection = asyncio.run(run.arun(log=log, progress=progress))
+            paths = write_outputs(selection, run, out, command=command)
+            verdict = selection.verdict
+        else:
+            joint = MultiSelectRun(
+                options,
+                several,
+                base=base,
+                cache=store,
+                judge=judge,
+                embeddings=embeddings,
+                concurrency=concurrency,
+            )
+            with _ItemProgress(console) as progress:
+                chosen = asyncio.run(joint.arun(log=log, progress=progress))
+            paths = write_multi_outputs(chosen, joint, out, command=command)
+            verdict = chosen.verdict
+    console.print(f"[bold]{verdict}[/]")
     for label, path in paths.items():
         console.print(f"{label}: {path}")

@@ -20,7 +20,7 @@ from moa.eval.code import score_code
 from moa.eval.datasets import EvalItem
 from moa.eval.judge import Judge
 from moa.eval.prompts import PromptSet
-from moa.eval.stats import Estimate, mean_ci
+from moa.eval.stats import Estimate, mean_ci, paired_difference
 from moa.eval.tasks import Task
 from moa.eval.timing import replayed_timing
 from moa.providers.cache import recording_hits
@@ -68,6 +68,15 @@ class Evaluation:
 
     def by_item(self) -> dict[str, Outcome]:
         return {o.item_id: o for o in self.outcomes}
+
+    def paired_difference(self, other: Evaluation) -> Estimate:
+        """This score minus ``other``'s over the items both scored (bootstrap 95% interval)."""
+        ours, theirs = self.by_item(), other.by_item()
+        ids = [i for i in ours if i in theirs]
+        ids = [i for i in ids if ours[i].score is not None and theirs[i].score is not None]
+        return paired_difference(
+            [ours[i].score or 0.0 for i in ids], [theirs[i].score or 0.0 for i in ids]
+        )
 
     def per_request(self) -> dict[str, float]:
         """Mean calls, tokens and (replayed) seconds per request."""

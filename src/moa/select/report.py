@@ -8,12 +8,22 @@ from typing import Any
 import yaml
 
 from moa.config import MixtureConfig
-from moa.eval.stats import Estimate, paired_difference
+from moa.eval.stats import Estimate
 from moa.select.candidates import Candidate, Sampling
 from moa.select.evaluate import Evaluation
 from moa.select.search import Selection
 
-__all__ = ["config_data", "config_yaml", "markdown", "summary"]
+__all__ = [
+    "config_data",
+    "config_yaml",
+    "cost_cells",
+    "delta_text",
+    "markdown",
+    "score_text",
+    "summary",
+    "table",
+    "task_sections",
+]
 
 
 def config_data(
@@ -42,7 +52,7 @@ def config_yaml(
     return header + body
 
 
-def _score(estimate: Estimate, percent: bool) -> str:
+def score_text(estimate: Estimate, percent: bool) -> str:
     if math.isnan(estimate.mean):
         return "n/a"
     if percent:
@@ -54,22 +64,17 @@ def _score(estimate: Estimate, percent: bool) -> str:
 
 
 def _paired(a: Evaluation, b: Evaluation, percent: bool) -> Estimate:
-    ours, theirs = a.by_item(), b.by_item()
-    ids = [i for i in ours if i in theirs and ours[i].score is not None]
-    ids = [i for i in ids if theirs[i].score is not None]
-    diff = paired_difference(
-        [ours[i].score or 0.0 for i in ids], [theirs[i].score or 0.0 for i in ids]
-    )
+    diff = a.paired_difference(b)
     return diff.scaled(100) if percent else diff
 
 
-def _delta(estimate: Estimate) -> str:
+def delta_text(estimate: Estimate) -> str:
     if math.isnan(estimate.mean):
         return "n/a"
     return f"{estimate.mean:+.1f} [{estimate.low:+.1f}, {estimate.high:+.1f}]"
 
 
-def _cost_cells(cost: dict[str, float]) -> list[str]:
+def cost_cells(cost: dict[str, float]) -> list[str]:
     if not cost:
         return ["", "", ""]
     return [f"{cost['calls']:.1f}", f"{cost['tokens']:.0f}", f"{cost['latency_s']:.1f}"]
@@ -92,7 +97,7 @@ def _roles(selection: Selection, candidate: Candidate) -> str:
     return ", ".join(tags)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
@@ -101,9 +106,6 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def markdown(selection: Selection, *, command: str = "", data: str = "") -> str:
     """The human-readable report."""
     options = selection.options
-    percent = selection.task in ("gsm8k", "mmlu")
-    unit = "accuracy %" if percent else "score"
-    tried = selection.tried_by_name()
     out = [f"# Agent selection on {selection.task}", ""]
     if command:
         out += ["```", command, "```", ""]
@@ -121,7 +123,18 @@ def markdown(selection: Selection, *, command: str = "", data: str = "") -> str:
         f"**{selection.recommended.name if selection.recommended else 'none'}** — "
         f"{selection.verdict}.",
         "",
-        f"## Held-out results ({len(selection.heldout_ids)} items)",
+    ]
+    return "\n".join(out + task_sections(selection)) + "\n"
+
+
+def task_sections(selection: Selection, level: int = 2) -> list[str]:
+    """The held-out results, the configurations tried on dev, diversity, what was not run."""
+    h = "#" * level
+    percent = selection.task in ("gsm8k", "mmlu")
+    unit = "accuracy %" if percent else "score"
+    tried = selection.tried_by_name()
+    out = [
+        f"{h} Held-out results ({len(selection.heldout_ids)} items)",
         "",
         f"Scores are {unit} with a 95% interval; Δ is the paired difference to the best single "
         "model (chosen on dev), with a bootstrap 95% interval. Cost is per request, measured: "
@@ -134,22 +147,22 @@ def markdown(selection: Selection, *, command: str = "", data: str = "") -> str:
     ranked = sorted(selection.heldout.items(), key=lambda kv: -kv[1].mean)
     for name, evaluation in ranked:
         candidate = tried[name].candidate if name in tried else None
-        delta = _delta(_paired(evaluation, reference, percent)) if reference else ""
+        delta = delta_text(_paired(evaluation, reference, percent)) if reference else ""
         rows.append(
             [
                 name,
-                _score(evaluation.estimate(), percent),
+                score_text(evaluation.estimate(), percent),
                 delta if reference is not None and evaluation is not reference else "—",
-                *_cost_cells(evaluation.per_request()),
+                *cost_cells(evaluation.per_request()),
                 _roles(selection, candidate) if candidate else "",
             ]
         )
-    out += _table(
+    out += table(
         ["configuration", unit, "Δ vs best single", "calls", "tokens", "seconds", ""], rows
     )
     out += [
         "",
-        f"## Configurations tried on dev ({len(selection.dev_ids)} items)",
+        f"{h} Configurations tried on dev ({len(selection.dev_ids)} items)",
         "",
         "The estimate orders untried configurations before any aggregator call is made: the "
         "better of the aggregator alone and a vote over the proposers' cached answers, plus "
@@ -162,14 +175,14 @@ def markdown(selection: Selection, *, command: str = "", data: str = "") -> str:
         rows.append(
             [
                 item.candidate.name,
-                _score(item.dev.estimate(), percent),
+                score_text(item.dev.estimate(), percent),
                 "" if item.proxy is None else f"{item.proxy * (100 if percent else 1):.1f}",
-                *_cost_cells(item.measured),
-                *_cost_cells(item.estimated),
+                *cost_cells(item.measured),
+                *cost_cells(item.estimated),
                 "yes" if item.within_budget else "**no**",
             ]
         )
-    out += _table(
+    out += table(
         [
             "configuration",
             unit,
@@ -185,7 +198,7 @@ def markdown(selection: Selection, *, command: str = "", data: str = "") -> str:
         rows,
     )
     if selection.diversity:
-        out += ["", "## Pairwise diversity of the single models (dev)", ""]
+        out += ["", f"{h} Pairwise diversity of the single models (dev)", ""]
         rows = []
         for pair in selection.diversity:
             rows.append(
@@ -198,7 +211,7 @@ def markdown(selection: Selection, *, command: str = "", data: str = "") -> str:
                     "" if pair.semantic is None else f"{pair.semantic:.2f}",
                 ]
             )
-        out += _table(
+        out += table(
             [
                 "pair A / B",
                 "lexical distance",
@@ -210,11 +223,11 @@ def markdown(selection: Selection, *, command: str = "", data: str = "") -> str:
             rows,
         )
     if selection.skipped:
-        out += ["", f"## Not run ({len(selection.skipped)})", ""]
+        out += ["", f"{h} Not run ({len(selection.skipped)})", ""]
         out += [f"- {name}: {why}" for name, why in selection.skipped[:40]]
         if len(selection.skipped) > 40:
             out.append(f"- ... and {len(selection.skipped) - 40} more")
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _evaluation_data(evaluation: Evaluation) -> dict[str, Any]:

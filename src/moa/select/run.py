@@ -1,13 +1,17 @@
-"""Set up and run a selection: data, registry with the call cache, judge; write its outputs."""
+"""Set up and run a selection (one task or several): data, registry with the call cache, judge;
+write its outputs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from moa.config import MixtureConfig
 from moa.engine.mixture import Mixture
+from moa.errors import ConfigError
 from moa.eval.judge import Judge
 from moa.eval.prompts import PromptSet
 from moa.eval.systems import GenerationSettings, resolve_system
@@ -16,10 +20,36 @@ from moa.providers.cache import DEFAULT_CACHE, CachingRegistry, SQLiteCallStore
 from moa.providers.registry import ProviderRegistry
 from moa.select.diversity import minilm_embedder
 from moa.select.evaluate import Evaluator, ItemProgress
+from moa.select.floors import DEFAULT_FLOOR
+from moa.select.multireport import multi_markdown, multi_summary
+from moa.select.multitask import MultiSelection, run_multi_search
 from moa.select.report import config_yaml, markdown, summary
 from moa.select.search import SearchOptions, Selection, run_search
 
-__all__ = ["DEFAULT_CACHE", "SelectRun", "write_outputs"]
+__all__ = [
+    "DEFAULT_CACHE",
+    "MultiSelectRun",
+    "SelectRun",
+    "TaskData",
+    "task_list",
+    "write_multi_outputs",
+    "write_outputs",
+]
+
+
+def _registry(base: MixtureConfig | None, cache: Path | None) -> ProviderRegistry:
+    providers = dict(base.providers) if base else {}
+    local = base.local if base else None
+    if cache is None:
+        return ProviderRegistry(providers, local)
+    return CachingRegistry(providers, local, store=SQLiteCallStore(cache.expanduser()))
+
+
+def _judge(model: str | None, registry: ProviderRegistry, prompts: PromptSet) -> Judge | None:
+    if model is None:
+        return None
+    system = resolve_system(model, GenerationSettings(temperature=0.0, seed=0))
+    return Judge(Mixture(system.spec, registry), prompts)
 
 
 @dataclass(frozen=True)
@@ -37,12 +67,7 @@ class SelectRun:
     concurrency: int = 1
 
     def registry(self) -> ProviderRegistry:
-        providers = dict(self.base.providers) if self.base else {}
-        local = self.base.local if self.base else None
-        if self.cache is None:
-            return ProviderRegistry(providers, local)
-        store = SQLiteCallStore(self.cache.expanduser())
-        return CachingRegistry(providers, local, store=store)
+        return _registry(self.base, self.cache)
 
     async def arun(
         self,
@@ -55,10 +80,7 @@ class SelectRun:
         items = task.load(self.data, None)
         registry = registry or self.registry()
         prompts = PromptSet()
-        judge = None
-        if self.judge is not None and task.kind != "exact":
-            system = resolve_system(self.judge, GenerationSettings(temperature=0.0, seed=0))
-            judge = Judge(Mixture(system.spec, registry), prompts)
+        judge = _judge(self.judge, registry, prompts) if task.kind != "exact" else None
         evaluator = Evaluator(
             task,
             registry,
@@ -80,8 +102,6 @@ def write_outputs(
     selection: Selection, run: SelectRun, out: Path, *, command: str = ""
 ) -> dict[str, Path]:
     """``select.yaml`` (ready for ``moa run --config``), ``report.md`` and ``select.json``."""
-    import json
-
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "config": out / "select.yaml",
@@ -99,4 +119,139 @@ def write_outputs(
     paths["report"].write_text(markdown(selection, command=command, data=run.data), "utf-8")
     data = summary(selection)
     paths["json"].write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    return paths
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """One task of a selection over several: its name, its data, and its floor in points."""
+
+    name: str
+    data: str
+    floor: float = DEFAULT_FLOOR
+
+
+def _floor(given: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(
+            f"--floor {given}: give points of 0 or more, for every task (2.5) or one (mmlu=3)"
+        )
+    return value
+
+
+def task_list(
+    tasks: Sequence[str], data: Sequence[str], floors: Sequence[str] = ()
+) -> tuple[TaskData, ...]:
+    """Pair each ``--task`` with the ``--data`` in the same place, and give each its floor.
+
+    A ``--floor`` is ``N`` (every task) or ``TASK=N`` (that task, over ``N``).
+    """
+    if len(data) != len(tasks):
+        raise ConfigError(
+            f"--data: give one per --task, in the same order "
+            f"({len(tasks)} --task, {len(data)} --data)"
+        )
+    names = [get_task(t).name for t in tasks]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"--task {name} is given twice: give each task once")
+    default, own = DEFAULT_FLOOR, {}
+    plain = [f for f in floors if "=" not in f]
+    if len(plain) > 1:
+        raise ConfigError("--floor: give at most one floor for every task (N); others as TASK=N")
+    for given in floors:
+        task, _, value = given.rpartition("=")
+        if not task:
+            default = _floor(given, value)
+            continue
+        try:
+            key = get_task(task.strip()).name
+        except ConfigError:
+            key = task.strip()
+        if key not in names:
+            raise ConfigError(f"--floor {given}: {task} is not a --task ({', '.join(names)})")
+        own[key] = _floor(given, value)
+    return tuple(TaskData(n, d, own.get(n, default)) for n, d in zip(names, data, strict=True))
+
+
+@dataclass(frozen=True)
+class MultiSelectRun:
+    """One ``moa select`` over several tasks: one configuration chosen for all of them."""
+
+    options: SearchOptions
+    tasks: tuple[TaskData, ...]
+    base: MixtureConfig | None = None
+    cache: Path | None = DEFAULT_CACHE
+    judge: str | None = None
+    embeddings: bool = False
+    concurrency: int = 1
+
+    def registry(self) -> ProviderRegistry:
+        return _registry(self.base, self.cache)
+
+    async def arun(
+        self,
+        registry: ProviderRegistry | None = None,
+        *,
+        log: Callable[[str], None] = lambda _: None,
+        progress: ItemProgress | None = None,
+    ) -> MultiSelection:
+        loaded = [(get_task(t.name), t.data) for t in self.tasks]
+        items = {task.name: task.load(data, None) for task, data in loaded}
+        registry = registry or self.registry()
+        prompts = PromptSet()
+        judge = _judge(self.judge, registry, prompts)
+        parts = {}
+        for task, _ in loaded:
+            evaluator = Evaluator(
+                task,
+                registry,
+                prompts=prompts,
+                judge=judge if task.kind != "exact" else None,
+                concurrency=self.concurrency,
+                progress=_prefixed(progress, task.name),
+            )
+            parts[task.name] = (evaluator, items[task.name])
+        embedder = minilm_embedder() if self.embeddings else None
+        floors = {t.name: t.floor for t in self.tasks}
+        try:
+            return await run_multi_search(self.options, parts, floors, log=log, embedder=embedder)
+        finally:
+            await registry.aclose()
+
+
+def _prefixed(progress: ItemProgress | None, task: str) -> ItemProgress | None:
+    if progress is None:
+        return None
+    inner = progress
+    return lambda name, done, total, outcome: inner(f"{task}: {name}", done, total, outcome)
+
+
+def write_multi_outputs(
+    selection: MultiSelection, run: MultiSelectRun, out: Path, *, command: str = ""
+) -> dict[str, Path]:
+    """The same three files as :func:`write_outputs`, for a selection over several tasks."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "config": out / "select.yaml",
+        "report": out / "report.md",
+        "json": out / "select.json",
+    }
+    assert selection.recommended is not None
+    tasks = ", ".join(f"{s.task} ({len(s.heldout_ids)} held-out)" for s in selection.tasks)
+    note = (
+        f"Chosen by moa select on {tasks}.\n"
+        f'{selection.verdict}.\nUse: moa run --config {paths["config"].name} "question"'
+    )
+    paths["config"].write_text(
+        config_yaml(selection.recommended, run.options.sampling, run.base, note), "utf-8"
+    )
+    data = {t.name: t.data for t in run.tasks}
+    paths["report"].write_text(multi_markdown(selection, command=command, data=data), "utf-8")
+    numbers = multi_summary(selection, data=data)
+    paths["json"].write_text(json.dumps(numbers, indent=2, ensure_ascii=False) + "\n", "utf-8")
     return paths

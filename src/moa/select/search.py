@@ -29,7 +29,16 @@ from moa.select.candidates import Budget, Candidate, ModelStats, Sampling
 from moa.select.diversity import Embedder, PairDiversity, pair_diversity
 from moa.select.evaluate import Evaluation, Evaluator
 
-__all__ = ["SearchOptions", "Selection", "Tried", "run_search", "split_items"]
+__all__ = [
+    "SearchOptions",
+    "Selection",
+    "TaskSearch",
+    "Tried",
+    "cost_text",
+    "enumerate_candidates",
+    "run_search",
+    "split_items",
+]
 
 HEADROOM_SHARE = 0.3
 """Part of the gap up to the oracle that an aggregator is assumed to close (ordering only)."""
@@ -113,7 +122,9 @@ def split_items(
     return order[:dev], order[dev : dev + heldout]
 
 
-class _Search:
+class TaskSearch:
+    """The search on one task: its splits, measurements and trials (``Selection``)."""
+
     def __init__(
         self,
         options: SearchOptions,
@@ -155,7 +166,7 @@ class _Search:
         self.log(f"  {evaluation.mean:.3f} on {len(self.dev_items)} dev items")
         return tried
 
-    def _record_answers(self, model: str, evaluation: Evaluation, *, samples: bool) -> None:
+    def record_answers(self, model: str, evaluation: Evaluation, *, samples: bool) -> None:
         if not self.exact:
             return
         outcomes = evaluation.by_item()
@@ -183,7 +194,7 @@ class _Search:
                 sum(o.latency_s for o in outcomes) / n,
             )
             means[model] = tried.dev.mean
-            self._record_answers(model, tried.dev, samples=False)
+            self.record_answers(model, tried.dev, samples=False)
         for tried in self.selection.tried:
             tried.estimated = tried.candidate.estimated_cost(self.stats)
         return sorted(self.options.pool, key=lambda m: (-means[m], self.stats[m].latency_s))
@@ -244,23 +255,8 @@ class _Search:
     # -- the search -------------------------------------------------------------------------
 
     def enumerate(self, ranked: Sequence[str], sampled: Sequence[str]) -> list[Candidate]:
-        options, n = self.options, self.options.sampling.samples
-        aggregators = list(ranked[:2])
-        found: list[Candidate] = []
-        for model in sampled:
-            if self.exact:
-                found.append(Candidate("vote", (model,) * n, model, answer=self.answer_kind))
-            for aggregator in dict.fromkeys([model, ranked[0]]):
-                found.append(Candidate("self-moa", (model,) * n, aggregator))
-        for size in range(2, min(options.max_proposers, len(ranked)) + 1):
-            for subset in itertools.combinations(ranked, size):
-                for aggregator in aggregators:
-                    for layers in range(1, options.max_layers + 1):
-                        found.append(Candidate("moa", subset, aggregator, layers))
-                found.append(Candidate("rank", subset, ranked[0]))
-                if self.exact and size >= 3:
-                    found.append(Candidate("vote", subset, ranked[0], answer=self.answer_kind))
-        return found
+        vote = self.answer_kind if self.exact else None
+        return enumerate_candidates(self.options, ranked, sampled, vote)
 
     async def search(self) -> Selection:
         selection = self.selection
@@ -279,7 +275,7 @@ class _Search:
                 else Candidate("self-moa", (model,) * n, model)
             )
             tried = await self.try_on_dev(first, self.proxy(first))
-            self._record_answers(model, tried.dev, samples=True)
+            self.record_answers(model, tried.dev, samples=True)
         await self.try_on_dev(selection.self_moa, self.proxy(selection.self_moa))
         pending = []
         for candidate in self.enumerate(ranked, sampled):
@@ -287,7 +283,7 @@ class _Search:
                 continue
             cost = candidate.estimated_cost(self.stats)
             if not self.options.budget.allows(cost):
-                selection.skipped.append((candidate.name, f"over budget (est. {_cost(cost)})"))
+                selection.skipped.append((candidate.name, f"over budget (est. {cost_text(cost)})"))
                 continue
             pending.append((candidate, self.proxy(candidate), cost))
         pending.sort(key=lambda c: (-(c[1] if c[1] is not None else -1.0), c[2]["calls"]))
@@ -298,6 +294,14 @@ class _Search:
             selection.skipped.append((candidate.name, f"not tried (max evals{shown})"))
         await self.check_heldout(ranked)
         return selection
+
+    async def answer_heldout(self, candidate: Candidate) -> Evaluation:
+        self.log(f"held-out: {candidate.name}")
+        spec = candidate.spec(self.options.sampling)
+        evaluation = await self.evaluator.evaluate(candidate.name, spec, self.heldout_items)
+        self.selection.heldout[candidate.name] = evaluation
+        self.log(f"  {evaluation.mean:.3f} on {len(self.heldout_items)} held-out items")
+        return evaluation
 
     async def check_heldout(self, ranked: Sequence[str]) -> None:
         selection = self.selection
@@ -315,11 +319,7 @@ class _Search:
         if selection.chosen not in wanted:
             wanted.append(selection.chosen)
         for candidate in dict.fromkeys(wanted):
-            self.log(f"held-out: {candidate.name}")
-            spec = candidate.spec(self.options.sampling)
-            evaluation = await self.evaluator.evaluate(candidate.name, spec, self.heldout_items)
-            selection.heldout[candidate.name] = evaluation
-            self.log(f"  {evaluation.mean:.3f} on {len(self.heldout_items)} held-out items")
+            await self.answer_heldout(candidate)
         singles = [Candidate("single", (m,), m) for m in ranked]
         top_single = max(singles, key=lambda c: selection.heldout[c.name].mean)
         selection.heldout_best_single = top_single
@@ -354,13 +354,40 @@ class _Search:
             )
 
 
+def enumerate_candidates(
+    options: SearchOptions, ranked: Sequence[str], sampled: Sequence[str], vote: str | None
+) -> list[Candidate]:
+    """Every configuration of the pool the search considers, models ordered best first.
+
+    ``vote`` is what votes compare (``number``, ``choice``, or ``auto``, which only
+    votes over one model's samples); ``None``: no votes (tasks without exact answers).
+    """
+    n = options.sampling.samples
+    aggregators = list(ranked[:2])
+    found: list[Candidate] = []
+    for model in sampled:
+        if vote is not None:
+            found.append(Candidate("vote", (model,) * n, model, answer=vote))
+        for aggregator in dict.fromkeys([model, ranked[0]]):
+            found.append(Candidate("self-moa", (model,) * n, aggregator))
+    for size in range(2, min(options.max_proposers, len(ranked)) + 1):
+        for subset in itertools.combinations(ranked, size):
+            for aggregator in aggregators:
+                for layers in range(1, options.max_layers + 1):
+                    found.append(Candidate("moa", subset, aggregator, layers))
+            found.append(Candidate("rank", subset, ranked[0]))
+            if vote is not None and vote != "auto" and size >= 3:
+                found.append(Candidate("vote", subset, ranked[0], answer=vote))
+    return found
+
+
 def _draws(candidate: Candidate) -> list[tuple[str, int]]:
     if len(set(candidate.proposers)) == 1 and len(candidate.proposers) > 1:
         return [(candidate.proposers[0], i) for i in range(len(candidate.proposers))]
     return [(m, 0) for m in candidate.proposers]
 
 
-def _cost(cost: dict[str, float]) -> str:
+def cost_text(cost: dict[str, float]) -> str:
     return f"{cost['calls']:.0f} calls, {cost['tokens']:.0f} tokens, {cost['latency_s']:.1f} s"
 
 
@@ -379,4 +406,4 @@ async def run_search(
     if len(set(options.pool)) != len(options.pool):
         raise ConfigError("the pool names a model twice")
     splits = split_items(items, options.dev, options.heldout, options.seed, options.limit)
-    return await _Search(options, task, evaluator, splits, log, embedder).search()
+    return await TaskSearch(options, task, evaluator, splits, log, embedder).search()

@@ -1,0 +1,205 @@
+"""One configuration for several tasks: floors per task, then significant gains, then cost."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from moa.config import parse_config
+from moa.errors import ConfigError
+from moa.eval.stats import Estimate
+from moa.providers.cache import CachingRegistry, SQLiteCallStore
+from moa.providers.registry import ProviderRegistry
+from moa.select import (
+    Budget,
+    Candidate,
+    MultiSelectRun,
+    Sampling,
+    SearchOptions,
+    Standing,
+    TaskData,
+    TaskDelta,
+    task_list,
+    write_multi_outputs,
+)
+from moa.select.floors import rank
+from moa.testing import FunctionProvider
+from moa.types import CompletionRequest
+
+ItemNumber = Callable[[CompletionRequest], int]
+Rule = Callable[[str, int], bool]
+
+
+def two_task_pool(item_number: ItemNumber, mixture_right: Rule) -> FunctionProvider:
+    """``strong`` alone is right unless ``i % 4 == 0``, ``weak`` alone on even items, on both
+    tasks; every answer that is not a model's greedy one alone (samples, aggregations) is
+    right where ``mixture_right(task, i)`` says."""
+
+    def reply(request: CompletionRequest) -> str:
+        i = item_number(request)
+        user = [m.content for m in request.messages if m.role == "user"][-1]
+        task = "mmlu" if "multiple-choice" in user else "gsm8k"
+        alone = request.params.temperature == 0 and request.messages[0].role == "user"
+        if alone:
+            right = (i % 4 != 0) if request.model == "strong" else (i % 2 == 0)
+        else:
+            right = mixture_right(task, i)
+        if task == "mmlu":
+            return f"The answer is {'ABCD'[(i if right else i + 1) % 4]}"
+        return f"The answer is {i + 1 if right else i + 1000}"
+
+    return FunctionProvider(reply)
+
+
+def multi_run(gsm8k: Path, mmlu: Path, floors: str = "", **options: object) -> MultiSelectRun:
+    defaults: dict[str, object] = {
+        "pool": ("fake:strong", "fake:weak"),
+        "dev": 16,
+        "heldout": 20,
+        "max_evals": 6,
+        "sampling": Sampling(samples=3),
+    }
+    search = SearchOptions(**{**defaults, **options})  # type: ignore[arg-type]
+    tasks = task_list(["gsm8k", "mmlu"], [str(gsm8k), str(mmlu)], [floors] if floors else [])
+    return MultiSelectRun(search, tasks, cache=None)
+
+
+def helps_math_only(task: str, i: int) -> bool:
+    # Mixtures: always right on gsm8k, right on two thirds of mmlu (strong alone: three quarters).
+    return task == "gsm8k" or i % 3 != 0
+
+
+async def test_a_win_on_one_task_does_not_excuse_breaking_the_floor_on_another(
+    gsm8k: Path, mmlu: Path, item_number: ItemNumber
+) -> None:
+    provider = two_task_pool(item_number, helps_math_only)
+    selection = await multi_run(gsm8k, mmlu).arun(ProviderRegistry().add("fake", provider))
+    assert [t.task for t in selection.tasks] == ["gsm8k", "mmlu"]
+    for task in selection.tasks:
+        assert task.best_single is not None and task.best_single.name == "single strong"
+        assert len(task.heldout_ids) == 20 and len(task.dev_ids) == 16
+    # The best on average over the dev splits is a mixture...
+    assert selection.chosen is not None and selection.chosen.kind != "single"
+    chosen = selection.standing(selection.chosen)
+    assert chosen is not None
+    gsm8k_delta, mmlu_delta = chosen.deltas
+    assert gsm8k_delta.significant and gsm8k_delta.floor_met
+    assert not mmlu_delta.floor_met and mmlu_delta.delta.low < -2
+    assert chosen.below_floor() == ["mmlu"] and not chosen.qualifies
+    # ...but it loses too much on mmlu, and so does every mixture that wins on gsm8k.
+    assert selection.recommended is not None and selection.recommended.name == "single strong"
+    assert all(not s.qualifies or s.wins == 0 for s in selection.standings)
+    assert selection.verdict.startswith("no mixture meets the floor on every task (")
+    assert "single strong, is recommended" in selection.verdict
+
+
+async def test_a_per_task_floor_overrides_the_default(
+    gsm8k: Path, mmlu: Path, item_number: ItemNumber
+) -> None:
+    provider = two_task_pool(item_number, helps_math_only)
+    run = multi_run(gsm8k, mmlu, floors="mmlu=100")
+    assert [t.floor for t in run.tasks] == [2.0, 100.0]
+    selection = await run.arun(ProviderRegistry().add("fake", provider))
+    assert selection.recommended is not None and selection.recommended.kind != "single"
+    standing = selection.standing(selection.recommended)
+    assert standing is not None and standing.qualifies and standing.wins == 1
+    assert "meets the floor on all 2 tasks and gains significantly on 1" in selection.verdict
+
+
+async def test_a_mixture_that_meets_every_floor_and_wins_on_both_tasks_is_chosen(
+    gsm8k: Path, mmlu: Path, item_number: ItemNumber, tmp_path: Path
+) -> None:
+    provider = two_task_pool(item_number, lambda task, i: True)
+    run = multi_run(gsm8k, mmlu)
+    selection = await run.arun(ProviderRegistry().add("fake", provider))
+    assert selection.recommended is not None and selection.recommended.kind != "single"
+    standing = selection.standing(selection.recommended)
+    assert standing is not None and standing.qualifies and standing.wins == 2
+    assert standing == selection.standings[0]
+    assert all(d.delta.mean == pytest.approx(25.0) for d in standing.deltas)
+    assert "gains significantly on 2 of them" in selection.verdict
+
+    paths = write_multi_outputs(selection, run, tmp_path / "out", command="moa select ...")
+    config = parse_config(yaml.safe_load(paths["config"].read_text()))
+    assert config.name
+    report = paths["report"].read_text()
+    assert "# Agent selection on gsm8k, mmlu" in report
+    assert f"## Per task: {selection.recommended.name} (recommended)" in report
+    assert "| task | held-out items | best single (dev) |" in report
+    assert "| gsm8k | 20 | single strong | 75.0 | 100.0 | +25.0 [" in report
+    assert "The rule: a configuration qualifies when" in report
+    assert "## Task mmlu" in report and "### Held-out results (20 items)" in report
+    data = json.loads(paths["json"].read_text())
+    assert data["recommended"] == selection.recommended.name
+    assert [row["task"] for row in data["per_task"]] == ["gsm8k", "mmlu"]
+    row = data["per_task"][1]
+    assert row["floor_met"] and row["significant"] and row["heldout_items"] == 20
+    assert data["rule"].startswith("a configuration qualifies")
+    assert [t["task"] for t in data["tasks"]] == ["gsm8k", "mmlu"]
+
+
+async def test_the_budget_holds_on_every_task_and_calls_are_cached(
+    gsm8k: Path, mmlu: Path, item_number: ItemNumber, tmp_path: Path
+) -> None:
+    provider = two_task_pool(item_number, lambda task, i: True)
+    limited = multi_run(gsm8k, mmlu, budget=Budget(max_calls=1))
+    selection = await limited.arun(ProviderRegistry().add("fake", provider))
+    assert selection.recommended is not None and selection.recommended.kind == "single"
+    assert selection.skipped and all("over budget on gsm8k" in w for _, w in selection.skipped)
+    assert all("; mmlu (est." in why for _, why in selection.skipped)
+
+    store = tmp_path / "calls.sqlite"
+    first = await multi_run(gsm8k, mmlu).arun(
+        CachingRegistry(store=SQLiteCallStore(store)).add("fake", provider)
+    )
+    calls = len(provider.calls)
+    second = await multi_run(gsm8k, mmlu).arun(
+        CachingRegistry(store=SQLiteCallStore(store)).add("fake", provider)
+    )
+    assert len(provider.calls) == calls
+    assert second.recommended == first.recommended
+
+
+def test_tasks_pair_with_their_data_and_floors(gsm8k: Path, mmlu: Path) -> None:
+    tasks = task_list(["gsm8k", "mmlu-redux"], ["a", "b"], ["1.5", "mmlu=4"])
+    assert tasks == (TaskData("gsm8k", "a", 1.5), TaskData("mmlu", "b", 4.0))
+    assert task_list(["gsm8k"], ["a"]) == (TaskData("gsm8k", "a", 2.0),)
+    with pytest.raises(ConfigError, match=r"--data: give one per --task.*2 --task, 1 --data"):
+        task_list(["gsm8k", "mmlu"], ["a"])
+    with pytest.raises(ConfigError, match="--task gsm8k is given twice"):
+        task_list(["gsm8k", "GSM8K"], ["a", "b"])
+    with pytest.raises(ConfigError, match="--floor humaneval=3: humaneval is not a --task"):
+        task_list(["gsm8k", "mmlu"], ["a", "b"], ["humaneval=3"])
+    with pytest.raises(ConfigError, match="--floor mmlu=lots: give points"):
+        task_list(["gsm8k", "mmlu"], ["a", "b"], ["mmlu=lots"])
+    with pytest.raises(ConfigError, match="--floor: give at most one"):
+        task_list(["gsm8k", "mmlu"], ["a", "b"], ["1", "2"])
+    with pytest.raises(ConfigError, match="unknown task"):
+        task_list(["gsm9k", "mmlu"], ["a", "b"])
+
+
+def _standing(name: str, *deltas: tuple[float, float], calls: float = 3.0) -> Standing:
+    rows = tuple(
+        TaskDelta(f"t{i}", "single a", 50.0, 50.0 + mean, Estimate(mean, low, mean + 5, 20), 2.0)
+        for i, (mean, low) in enumerate(deltas)
+    )
+    return Standing(Candidate("moa", ("p:a", "p:b"), name), rows, calls)
+
+
+def test_the_rule_orders_by_floor_then_gains_then_mean_then_cost() -> None:
+    broken = _standing("broken", (30.0, 20.0), (-1.0, -2.5))  # a big win, one floor broken
+    one_win = _standing("one-win", (10.0, 1.0), (0.0, -2.0))
+    two_wins = _standing("two-wins", (3.0, 0.5), (2.0, 0.1))
+    richer = _standing("richer", (12.0, 5.0), (-1.0, -1.5))
+    cheaper = _standing("cheaper", (12.0, 5.0), (-1.0, -1.5), calls=2.0)
+    order = [s.candidate.aggregator for s in rank([broken, one_win, richer, two_wins, cheaper])]
+    assert order == ["two-wins", "cheaper", "richer", "one-win", "broken"]
+    assert not broken.qualifies and broken.below_floor() == ["t1"]
+    assert one_win.qualifies and one_win.wins == 1 and richer.mean_delta == pytest.approx(5.5)
+    nan = _standing("nan", (math.nan, math.nan))
+    assert not nan.qualifies and not nan.deltas[0].significant
