@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -10,7 +9,14 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.console import Console
 
-from moa.cli.common import RayActorCpus, RayActors, RayAddress, progress_bar, reporting_errors
+from moa.cli.common import (
+    RayActorCpus,
+    RayActors,
+    RayAddress,
+    command_line,
+    progress_bar,
+    reporting_errors,
+)
 from moa.cli.recording import LogContentOption, content_policy
 from moa.errors import ConfigError
 from moa.providers.cache import DEFAULT_CACHE
@@ -237,7 +243,7 @@ def eval_command(
             prompts_dir=prompts,
             timeout=timeout,
             report_every=report_every,
-            command=_command_line(ctx),
+            command=command_line(ctx, "moa", "eval"),
             history=HistorySettings.from_env(content=policy) if log_history else None,
             engine=chosen,
             actors=actors,
@@ -261,29 +267,6 @@ def eval_command(
             raise typer.Exit(130) from None
         observer.stop()
         _report(folder, console)
-
-
-def _command_line(ctx: typer.Context) -> str:
-    """The command as the user gave it (options in a fixed order), to reproduce the run."""
-    words = ["moa", "eval"]
-    for param in ctx.command.params:
-        name = param.name or ""
-        source = ctx.get_parameter_source(name)
-        if source is None or source.name != "COMMANDLINE":
-            continue
-        value = ctx.params[name]
-        if param.param_type_name == "argument":
-            words.append(str(value))
-            continue
-        flag = max(param.opts, key=len)
-        if isinstance(value, bool):
-            words.append(flag if value else (param.secondary_opts or [flag])[0])
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                words += [flag, str(item)]
-        else:
-            words += [flag, str(value)]
-    return shlex.join(words)
 
 
 def _report(folder: Path, console: Console) -> None:
