@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 from eval_helpers import FIXTURES
+from typer.testing import CliRunner
 
-from moa.eval.judge_check import JudgeCheck, JudgeCheckOptions
+from moa.cli.main import app
+from moa.eval.judge_check import DEFAULT_WEAK, JudgeCheck, JudgeCheckOptions
 from moa.eval.judge_criteria import assess
 from moa.providers.cache import CachingRegistry, SQLiteCallStore
+from moa.providers.registry import register_kind
 from moa.testing import FunctionProvider
 from moa.types import CompletionRequest
 
@@ -138,3 +141,51 @@ def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
         _check(tmp_path, longer, tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="has only 10"):
         _check(tmp_path, longer, items=11)
+
+
+# -- the command --------------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def judge_config(tmp_path: Path) -> Path:
+    def both(request: CompletionRequest) -> str:
+        return weak(request) if request.model == "weak" else longer(request)
+
+    provider = FunctionProvider(both, name="fake")
+    register_kind("judge-cli-fake", lambda name, settings, local: provider)
+    path = tmp_path / "judge.yaml"
+    path.write_text(
+        "name: fake-judge\n"
+        "providers:\n  fake: {kind: judge-cli-fake}\n"
+        'aggregator: {model: "fake:judge", temperature: 0}\n'
+    )
+    return path
+
+
+def test_the_command_writes_the_validation(tmp_path: Path, judge_config: Path) -> None:
+    args = ["judge", "validate", "--judge", str(judge_config), "--data", str(DATA)]
+    args += ["--items", "10", "--weak", "fake:weak", "--out", str(tmp_path / "v")]
+    args += ["--cache", str(tmp_path / "calls.sqlite"), "--concurrency", "4"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert "validated" in result.stderr and "--judge-validation" in result.stderr
+    document = json.loads((tmp_path / "v" / "judge-validation.json").read_text())
+    assert document["validated"] and document["command"].startswith("moa judge validate --judge")
+    assert "--concurrency 4" in document["command"]
+
+
+def test_the_command_fails_for_a_judge_that_fails(tmp_path: Path, judge_config: Path) -> None:
+    args = ["judge", "validate", "--judge", str(judge_config), "--data", str(DATA)]
+    args += ["--items", "10", "--weak", "fake:judge", "--out", str(tmp_path / "v")]
+    args += ["--cache", str(tmp_path / "calls.sqlite")]
+    result = runner.invoke(app, args)  # the "weak" answers are the judge's own short replies
+    assert result.exit_code == 1
+    assert "NOT validated" in result.stderr
+
+
+def test_the_command_line_default_weak_model_is_the_library_s() -> None:
+    from moa.cli.judge import DEFAULT_WEAK as CLI_DEFAULT
+
+    assert CLI_DEFAULT == DEFAULT_WEAK
