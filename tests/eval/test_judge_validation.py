@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from eval_helpers import FIXTURES
+from eval_helpers import JUDGE_DATA as DATA
+from eval_helpers import first, longer, weak
 from typer.testing import CliRunner
 
 from moa.cli.main import app
@@ -17,28 +18,6 @@ from moa.providers.cache import CachingRegistry, SQLiteCallStore
 from moa.providers.registry import register_kind
 from moa.testing import FunctionProvider
 from moa.types import CompletionRequest
-
-DATA = FIXTURES / "judge_validation"
-
-
-def _section(prompt: str, name: str) -> str:
-    return prompt.split(f"[Response {name}]")[1].split(f"[End of response {name}]")[0].strip()
-
-
-def longer(request: CompletionRequest) -> str:
-    """A judge that prefers the longer response (the references are the longer ones)."""
-    prompt = request.messages[-1].content
-    a, b = _section(prompt, "A"), _section(prompt, "B")
-    return "B is shorter.\n[[A]]" if len(a) >= len(b) else "A is shorter.\n[[B]]"
-
-
-def first(request: CompletionRequest) -> str:
-    """A judge with a position bias and nothing else: always the first response."""
-    return "[[A]]"
-
-
-def weak(request: CompletionRequest) -> str:
-    return "meh"
 
 
 def _check(

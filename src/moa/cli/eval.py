@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from moa.cli.common import (
     RayActorCpus,
@@ -145,6 +146,13 @@ def eval_command(
         str | None,
         typer.Option(help="Reference outputs (alpaca_eval) or reference answers (mt_bench)."),
     ] = None,
+    judge_validation: Annotated[
+        Path | None,
+        typer.Option(
+            help="The judge's judge-validation.json (moa judge validate); without a passing one "
+            "for this --judge, the report labels its numbers as from a judge not validated."
+        ),
+    ] = None,
     prompts: Annotated[
         Path | None,
         typer.Option(help="A folder of prompt files replacing the shipped ones by name."),
@@ -194,7 +202,7 @@ def eval_command(
     with reporting_errors():
         folder = out or Path("runs") / task
         if report_only:
-            _report(folder, console)
+            _report(folder, console, judge_validation)
             return
         from moa.eval.runner import EvalOptions, EvalRun
         from moa.eval.systems import GenerationSettings
@@ -244,6 +252,9 @@ def eval_command(
             timeout=timeout,
             report_every=report_every,
             command=command_line(ctx, "moa", "eval"),
+            judge_validation=None
+            if judge_validation is None
+            else str(judge_validation.expanduser().resolve()),
             history=HistorySettings.from_env(content=policy) if log_history else None,
             engine=chosen,
             actors=actors,
@@ -257,6 +268,7 @@ def eval_command(
             if run.self_moa_wanted
             else f"{len(run.items)} items × systems: {names}"
         )
+        _warn_if_not_validated(run, console)
         observer = _ProgressObserver(console)
         try:
             run.run(observer)
@@ -269,14 +281,39 @@ def eval_command(
         _report(folder, console)
 
 
-def _report(folder: Path, console: Console) -> None:
+def _warn_if_not_validated(run: Any, console: Console) -> None:
+    """Say before a long judged run, not after it, that its judge is not validated."""
+    from moa.eval.judge_status import judge_status
+
+    options = run.options
+    info = {
+        "task": run.task.name,
+        "task_kind": run.task.kind,
+        "judge": options.judge,
+        "judge_key": run.judge_key(),
+        "data": options.data,
+        "prompts": options.prompts_dir and str(options.prompts_dir),
+        "cache": options.cache and str(options.cache),
+    }
+    status = judge_status(info, options.judge_validation, options.out)
+    if status is not None and not status.validated:
+        console.print(f"[bold yellow]{escape(status.message)}[/]")
+
+
+def _report(folder: Path, console: Console, judge_validation: Path | None = None) -> None:
     try:
         from moa.eval.report import write_report
     except ImportError as exc:
         raise ConfigError(
             "the report needs numpy and matplotlib: pip install 'mixture-of-agents[eval]'"
         ) from exc
-    summary = write_report(folder)
+    summary = write_report(folder, judge_validation)
+    judge = summary.judge
+    if judge is not None:
+        style = "green" if judge.validated else "bold yellow"
+        console.print(f"[{style}]{escape(judge.message)}[/]")
+        for command in judge.commands:
+            console.print(f"  {escape(command)}")
     for system in summary.ranked():
         if system.score is not None:
             console.print(

@@ -86,6 +86,8 @@ class EvalOptions:
     report_every: int = 25
     """Rewrite the report after this many newly finished items (0: only at the end)."""
     command: str = ""
+    judge_validation: str | None = None
+    """A ``judge-validation.json`` (``moa judge validate``) the report checks the judge with."""
     history: HistorySettings | None = None
     """Record every answered turn in this run history (``None``, the default: not recorded)."""
     engine: Literal["local", "ray"] = "local"
@@ -412,6 +414,7 @@ class EvalRun:
             "command": self.options.command or " ".join(sys.argv),
             "judge": self.options.judge,
             "judge_key": self.judge_key(),
+            "judge_validation": self.options.judge_validation,
             "prompts": None if self.options.prompts_dir is None else str(self.options.prompts_dir),
             "self_moa_of": self.self_moa_of,
             "cache": None if self.options.cache is None else str(self.options.cache),
