@@ -38,7 +38,8 @@ def validate(
         ),
     ],
     items: Annotated[
-        int, typer.Option("--items", "-n", min=1, help="The first N instructions.")
+        int,
+        typer.Option("--items", "--limit", "-n", min=1, help="The first N instructions (a count)."),
     ] = 100,
     weak: Annotated[
         str, typer.Option(help="The weak model whose answers must lose (greedy, 512 tokens).")
