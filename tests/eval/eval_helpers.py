@@ -30,6 +30,30 @@ def arithmetic(request: CompletionRequest) -> str:
     return f"The answer is {found[-1]}" if found else "I am not sure."
 
 
+JUDGE_DATA = FIXTURES / "judge_validation"
+"""A tiny AlpacaEval folder: 10 instructions, gpt4_1106_preview, Together-MoA(-Lite)."""
+
+
+def _section(prompt: str, name: str) -> str:
+    return prompt.split(f"[Response {name}]")[1].split(f"[End of response {name}]")[0].strip()
+
+
+def longer(request: CompletionRequest) -> str:
+    """A judge that prefers the longer response (the references are the longer ones)."""
+    prompt = request.messages[-1].content
+    a, b = _section(prompt, "A"), _section(prompt, "B")
+    return "B is shorter.\n[[A]]" if len(a) >= len(b) else "A is shorter.\n[[B]]"
+
+
+def first(request: CompletionRequest) -> str:
+    """A judge with a position bias and nothing else: always the first response."""
+    return "[[A]]"
+
+
+def weak(request: CompletionRequest) -> str:
+    return "meh"
+
+
 class Interrupted(Exception):
     """Raised by :class:`StopAfter`, standing in for Ctrl-C."""
 

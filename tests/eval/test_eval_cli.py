@@ -97,11 +97,20 @@ def test_every_option_in_the_docs_exists() -> None:
     import re
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "evaluation.md").read_text()
+    before, _, judge_section = docs.partition("## Validating the judge")
+    judge_section, _, after = judge_section.partition("\n## ")
     help_text = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "200"}).stdout
-    mentioned = set(re.findall(r"`(?:moa eval [^`]*?)?(--[a-z-]+)", docs))
+    mentioned = set(re.findall(r"`(?:moa eval [^`]*?)?(--[a-z-]+)", before + after))
     assert mentioned, "the docs name the options they explain"
     for option in mentioned:
         assert option in help_text, f"docs/evaluation.md mentions {option}, which moa eval lacks"
+    # The judge's section names options of moa judge validate and of moa eval.
+    validate = runner.invoke(app, ["judge", "validate", "--help"], env={"COLUMNS": "200"}).stdout
+    mentioned = set(re.findall(r"`(--[a-z-]+)", judge_section))
+    mentioned |= set(re.findall(r"(?<![\w-])(--[a-z-]+)", judge_section))
+    assert {"--weak", "--judge-validation", "--items"} <= mentioned
+    for option in mentioned:
+        assert option in help_text + validate, f"the judge's section mentions unknown {option}"
 
 
 def test_humaneval_reads_the_package_data_without_data(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ __all__ = [
     "RayActors",
     "RayAddress",
     "choose_config",
+    "command_line",
     "err_console",
     "progress_bar",
     "reporting_errors",
@@ -109,3 +111,26 @@ RayAddress = Annotated[
 RayActorCpus = Annotated[
     float, typer.Option(min=0.0, help="--engine ray: CPUs reserved per actor.")
 ]
+
+
+def command_line(ctx: typer.Context, *command: str) -> str:
+    """The command as the user gave it (options in a fixed order), to reproduce the run."""
+    words = list(command)
+    for param in ctx.command.params:
+        name = param.name or ""
+        source = ctx.get_parameter_source(name)
+        if source is None or source.name != "COMMANDLINE":
+            continue
+        value = ctx.params[name]
+        if param.param_type_name == "argument":
+            words.append(str(value))
+            continue
+        flag = max(param.opts, key=len)
+        if isinstance(value, bool):
+            words.append(flag if value else (param.secondary_opts or [flag])[0])
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                words += [flag, str(item)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import shlex
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from moa.cli.common import RayActorCpus, RayActors, RayAddress, progress_bar, reporting_errors
+from moa.cli.common import (
+    RayActorCpus,
+    RayActors,
+    RayAddress,
+    command_line,
+    progress_bar,
+    reporting_errors,
+)
 from moa.cli.recording import LogContentOption, content_policy
 from moa.errors import ConfigError
 from moa.providers.cache import DEFAULT_CACHE
@@ -139,6 +146,13 @@ def eval_command(
         str | None,
         typer.Option(help="Reference outputs (alpaca_eval) or reference answers (mt_bench)."),
     ] = None,
+    judge_validation: Annotated[
+        Path | None,
+        typer.Option(
+            help="The judge's judge-validation.json (moa judge validate); without a passing one "
+            "for this --judge, the report labels its numbers as from a judge not validated."
+        ),
+    ] = None,
     prompts: Annotated[
         Path | None,
         typer.Option(help="A folder of prompt files replacing the shipped ones by name."),
@@ -188,7 +202,7 @@ def eval_command(
     with reporting_errors():
         folder = out or Path("runs") / task
         if report_only:
-            _report(folder, console)
+            _report(folder, console, judge_validation)
             return
         from moa.eval.runner import EvalOptions, EvalRun
         from moa.eval.systems import GenerationSettings
@@ -237,7 +251,10 @@ def eval_command(
             prompts_dir=prompts,
             timeout=timeout,
             report_every=report_every,
-            command=_command_line(ctx),
+            command=command_line(ctx, "moa", "eval"),
+            judge_validation=None
+            if judge_validation is None
+            else str(judge_validation.expanduser().resolve()),
             history=HistorySettings.from_env(content=policy) if log_history else None,
             engine=chosen,
             actors=actors,
@@ -251,6 +268,7 @@ def eval_command(
             if run.self_moa_wanted
             else f"{len(run.items)} items × systems: {names}"
         )
+        _warn_if_not_validated(run, console)
         observer = _ProgressObserver(console)
         try:
             run.run(observer)
@@ -263,37 +281,39 @@ def eval_command(
         _report(folder, console)
 
 
-def _command_line(ctx: typer.Context) -> str:
-    """The command as the user gave it (options in a fixed order), to reproduce the run."""
-    words = ["moa", "eval"]
-    for param in ctx.command.params:
-        name = param.name or ""
-        source = ctx.get_parameter_source(name)
-        if source is None or source.name != "COMMANDLINE":
-            continue
-        value = ctx.params[name]
-        if param.param_type_name == "argument":
-            words.append(str(value))
-            continue
-        flag = max(param.opts, key=len)
-        if isinstance(value, bool):
-            words.append(flag if value else (param.secondary_opts or [flag])[0])
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                words += [flag, str(item)]
-        else:
-            words += [flag, str(value)]
-    return shlex.join(words)
+def _warn_if_not_validated(run: Any, console: Console) -> None:
+    """Say before a long judged run, not after it, that its judge is not validated."""
+    from moa.eval.judge_status import judge_status
+
+    options = run.options
+    info = {
+        "task": run.task.name,
+        "task_kind": run.task.kind,
+        "judge": options.judge,
+        "judge_key": run.judge_key(),
+        "data": options.data,
+        "prompts": options.prompts_dir and str(options.prompts_dir),
+        "cache": options.cache and str(options.cache),
+    }
+    status = judge_status(info, options.judge_validation, options.out)
+    if status is not None and not status.validated:
+        console.print(f"[bold yellow]{escape(status.message)}[/]")
 
 
-def _report(folder: Path, console: Console) -> None:
+def _report(folder: Path, console: Console, judge_validation: Path | None = None) -> None:
     try:
         from moa.eval.report import write_report
     except ImportError as exc:
         raise ConfigError(
             "the report needs numpy and matplotlib: pip install 'mixture-of-agents[eval]'"
         ) from exc
-    summary = write_report(folder)
+    summary = write_report(folder, judge_validation)
+    judge = summary.judge
+    if judge is not None:
+        style = "green" if judge.validated else "bold yellow"
+        console.print(f"[{style}]{escape(judge.message)}[/]")
+        for command in judge.commands:
+            console.print(f"  {escape(command)}")
     for system in summary.ranked():
         if system.score is not None:
             console.print(

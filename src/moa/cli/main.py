@@ -15,6 +15,7 @@ from moa.cli.batch import batch_command
 from moa.cli.bench import bench_app
 from moa.cli.cache import cache_app
 from moa.cli.eval import eval_command
+from moa.cli.judge import judge_app
 from moa.cli.logs import logs_app
 from moa.cli.models import models_app
 from moa.cli.run import chat, run
@@ -44,6 +45,7 @@ app.command("select")(select_command)
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")
 app.add_typer(cache_app, name="cache")
+app.add_typer(judge_app, name="judge")
 app.add_typer(logs_app, name="logs")
 
 

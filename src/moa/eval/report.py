@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from moa.eval.export import write_model_outputs
+from moa.eval.judge_status import JudgeStatus, judge_status, record_judge_validation
 from moa.eval.stats import Estimate
 from moa.eval.summary import RunSummary, SystemSummary, load_run, summarize
 
@@ -25,17 +26,24 @@ _TITLES = {
 }
 
 
-def write_report(out: Path) -> RunSummary:
-    """Write ``report.md``, ``summary.json``, ``plots/*.png`` (+ AlpacaEval files) to ``out``."""
+def write_report(out: Path, judge_validation: Path | None = None) -> RunSummary:
+    """Write ``report.md``, ``summary.json``, ``plots/*.png`` (+ AlpacaEval files) to ``out``.
+
+    A judged run's report opens with whether its judge was validated, by
+    ``judge_validation`` (then recorded in ``run.json``) or the file ``run.json`` names.
+    """
+    if judge_validation is not None:
+        record_judge_validation(out, judge_validation)
     info, records = load_run(out)
     summary = summarize(info, records)
+    summary.judge = judge = judge_status(info, info.get("judge_validation"), out)
     (out / "summary.json").write_text(
         json.dumps(summary.to_dict(), indent=2, default=_jsonable) + "\n", "utf-8"
     )
     plots = write_plots(summary, out / "plots")
     if summary.kind == "pairwise":
         write_model_outputs(info, records, out / "model_outputs")
-    (out / "report.md").write_text(render_markdown(summary, plots, out), "utf-8")
+    (out / "report.md").write_text(render_markdown(summary, plots, out, judge), "utf-8")
     return summary
 
 
@@ -85,7 +93,9 @@ def _short(model_id: str) -> str:
     return model_id.split(":", 1)[-1]
 
 
-def render_markdown(summary: RunSummary, plots: list[Path], out: Path) -> str:
+def render_markdown(
+    summary: RunSummary, plots: list[Path], out: Path, judge: JudgeStatus | None = None
+) -> str:
     info = summary.info
     kind = summary.kind
     digits = 2 if summary.scale == "rating" else 1
@@ -101,7 +111,11 @@ def render_markdown(summary: RunSummary, plots: list[Path], out: Path) -> str:
         lines.append(f"- Judge: `{info.get('judge')}`")
     if summary.best_single:
         lines.append(f"- Best single model: **{summary.best_single}**.")
-    lines += ["", "## Results", ""]
+    lines.append("")
+    if judge is not None:
+        lines += judge.markdown()
+    lines += ["## Results" + ("" if judge is None or judge.validated else " (judge not validated)")]
+    lines.append("")
     if summary.finished:
         lines.append(
             f"The run is unfinished: the table compares every system on the "

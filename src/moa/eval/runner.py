@@ -39,6 +39,8 @@ from moa.eval.records import ItemLog
 from moa.eval.systems import (
     GenerationSettings,
     System,
+    judge_key,
+    judge_system,
     merged_provider_settings,
     proposer_baselines,
     resolve_system,
@@ -84,6 +86,8 @@ class EvalOptions:
     report_every: int = 25
     """Rewrite the report after this many newly finished items (0: only at the end)."""
     command: str = ""
+    judge_validation: str | None = None
+    """A ``judge-validation.json`` (``moa judge validate``) the report checks the judge with."""
     history: HistorySettings | None = None
     """Record every answered turn in this run history (``None``, the default: not recorded)."""
     engine: Literal["local", "ray"] = "local"
@@ -225,16 +229,20 @@ class EvalRun:
                 f"task {self.task.name!r} needs a judge: give --judge with a model id "
                 "(e.g. openai:gpt-4o), a preset or a config file"
             )
-        judge = resolve_system(self.options.judge, GenerationSettings(temperature=0.0))
+        judge = judge_system(self.options.judge)
         return [judge.config] if judge.config is not None else []
 
     def _judge(self) -> MixtureSpec | None:
         """The judge's configuration (``None``: the task scores without one)."""
         if self.options.judge is None or self.task.kind in ("exact", "code"):
             return None
-        settings = GenerationSettings(temperature=0.0, max_tokens=1024, seed=0)
-        judge = resolve_system(self.options.judge, settings).with_timeout(self.options.timeout)
-        return judge.spec
+        return judge_system(self.options.judge, self.options.timeout).spec
+
+    def judge_key(self) -> str | None:
+        """The judge's key, which its validation (``moa judge validate``) must carry."""
+        if self.judge is None:
+            return None
+        return judge_key(System("judge", self.judge), self.prompts.get("judge_pairwise"))
 
     def _run_context(self) -> dict[str, Any]:
         """What, besides a system's own configuration, decides its records."""
@@ -405,6 +413,9 @@ class EvalRun:
             "item_ids": [i.id for i in self.items],
             "command": self.options.command or " ".join(sys.argv),
             "judge": self.options.judge,
+            "judge_key": self.judge_key(),
+            "judge_validation": self.options.judge_validation,
+            "prompts": None if self.options.prompts_dir is None else str(self.options.prompts_dir),
             "self_moa_of": self.self_moa_of,
             "cache": None if self.options.cache is None else str(self.options.cache),
             "generation": self.options.generation.__dict__,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from moa.errors import ConfigError
+from moa.eval.judge_status import JudgeStatus
 from moa.eval.records import ItemLog
 from moa.eval.scorers import score_exact_record
 from moa.eval.stats import (
@@ -132,6 +133,8 @@ class RunSummary:
     """Each system over all of its own finished items, when that differs from the table."""
     pairs: list[PairedComparison] = field(default_factory=list)
     """Every two systems, in table order of the first, on the items both finished."""
+    judge: JudgeStatus | None = None
+    """A judged run: whether its judge was validated (set by the report)."""
 
     @property
     def kind(self) -> str:
@@ -151,6 +154,7 @@ class RunSummary:
             "finished": {k: v.to_dict() if v else None for k, v in self.finished.items()},
             "systems": [s.to_dict() for s in self.systems],
             "pairs": [p.to_dict() for p in self.pairs],
+            **({} if self.judge is None else {"judge_validation": self.judge.to_dict()}),
         }
 
 

@@ -22,8 +22,11 @@ from moa.errors import ConfigError
 from moa.providers.settings import LocalSettings, ProviderSettings
 
 __all__ = [
+    "JUDGE_SETTINGS",
     "GenerationSettings",
     "System",
+    "judge_key",
+    "judge_system",
     "merged_provider_settings",
     "proposer_baselines",
     "resolve_system",
@@ -98,6 +101,24 @@ class System:
             "strategy": self.spec.strategy.model_dump(mode="json"),
             "spec": self.spec.model_dump(mode="json", exclude_defaults=True),
         }
+
+
+JUDGE_SETTINGS = GenerationSettings(temperature=0.0, max_tokens=1024, seed=0)
+"""How a judge given as a model id samples (greedy, so its verdicts are reproducible)."""
+
+
+def judge_system(text: str, timeout: float | None = None) -> System:
+    """The judge ``--judge TEXT`` names, as ``moa eval`` and ``moa judge validate`` run it."""
+    return resolve_system(text, JUDGE_SETTINGS).with_timeout(timeout)
+
+
+def judge_key(judge: System, pairwise_template: str) -> str:
+    """What a judge's validation is valid for: its configuration and its pairwise prompt.
+
+    The same digest as :meth:`System.key`, so a judge whose model, sampling or
+    prompt changed is a different judge (its name and timeouts do not count).
+    """
+    return judge.key({"judge_pairwise": pairwise_template})
 
 
 def single_spec(model_id: str, settings: GenerationSettings) -> MixtureSpec:

@@ -1,0 +1,152 @@
+"""``moa judge validate``: check a judge on known comparisons before trusting its numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from moa.cli.common import command_line, progress_bar, reporting_errors
+from moa.providers.cache import DEFAULT_CACHE
+
+__all__ = ["judge_app"]
+
+judge_app = typer.Typer(
+    help="The LLM judge of moa eval: validate it before its numbers are reported.",
+    no_args_is_help=True,
+)
+
+DEFAULT_WEAK = "local:smollm2-135m"  # moa.eval.judge_check.DEFAULT_WEAK, without importing it
+
+
+@judge_app.command("validate")
+def validate(
+    ctx: typer.Context,
+    judge: Annotated[
+        str,
+        typer.Option(help="The judge, as moa eval --judge takes it: model id, preset or config."),
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            "-d",
+            help="The AlpacaEval folder: instructions.json and reference_outputs/"
+            "{gpt4_1106_preview,Together-MoA,Together-MoA-Lite}.json.",
+        ),
+    ],
+    items: Annotated[
+        int,
+        typer.Option("--items", "--limit", "-n", min=1, help="The first N instructions (a count)."),
+    ] = 100,
+    weak: Annotated[
+        str, typer.Option(help="The weak model whose answers must lose (greedy, 512 tokens).")
+    ] = DEFAULT_WEAK,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
+        "runs/judge-validation"
+    ),
+    concurrency: Annotated[int, typer.Option(min=1, help="Calls in flight at once.")] = 1,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(help="A folder of prompt files replacing the shipped ones (as moa eval)."),
+    ] = None,
+    cache: Annotated[
+        Path, typer.Option(help="The call cache (SQLite) shared with moa eval.")
+    ] = DEFAULT_CACHE,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Call every model anew.")] = False,
+    timeout: Annotated[
+        float | None, typer.Option(min=1.0, help="Seconds one call may take (slow CPUs).")
+    ] = None,
+) -> None:
+    """Validate a judge on the first N AlpacaEval instructions; writes judge-validation.json.
+
+    Checks, with each pair judged in both orders: the judge prefers gpt4_1106_preview's
+    reference to the weak model's answer in >= 90% of instructions in each order, and
+    ranks Together-MoA > Together-MoA-Lite > 50% against gpt4_1106_preview. Give the file
+    to moa eval --judge-validation. Every call goes through the call cache: a rerun is
+    free, an interrupted run resumes.
+    """
+    console = Console(stderr=True, highlight=False)
+    with reporting_errors():
+        from moa.eval.judge_check import JudgeCheck, JudgeCheckOptions
+
+        options = JudgeCheckOptions(
+            judge=judge,
+            data=data,
+            out=out,
+            items=items,
+            weak=weak,
+            concurrency=concurrency,
+            cache=None if no_cache else cache,
+            prompts_dir=prompts,
+            timeout=timeout,
+            command=command_line(ctx, "moa", "judge", "validate"),
+        )
+        check = JudgeCheck(options)
+        console.print(
+            f"validating {judge} on {items} instructions (weak model {weak}); "
+            f"{items} answers and {3 * items} pairs, each judged in both orders"
+        )
+        with _Progress(console) as progress:
+            document = check.run(progress)
+    _summary(document, out, console)
+    if not document["validated"]:
+        raise typer.Exit(1)
+
+
+class _Progress:
+    """A progress bar on a terminal; a line per phase and every 10% otherwise."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.bar = progress_bar(console)
+        self.task = self.bar.add_task("", total=None)
+        self.phase = ""
+
+    def __enter__(self) -> _Progress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        self.bar.update(self.task, description=phase, completed=done, total=total)
+        if self.console.is_terminal:
+            return
+        step = max(1, total // 10)
+        if phase != self.phase or done == total or done % step == 0:
+            self.phase = phase
+            self.console.print(f"{phase}: {done}/{total}")
+
+
+def _summary(document: dict[str, Any], out: Path, console: Console) -> None:
+    criteria = document["criteria"]
+    loses, order = criteria["weak_loses"], criteria["known_order"]
+    consistency = criteria["position_consistency"]["rate"]
+
+    def pct(estimate: dict[str, Any]) -> str:
+        if estimate.get("mean") is None:
+            return "–"
+        return f"{estimate['mean']:.1f}% [{estimate['low']:.1f}, {estimate['high']:.1f}]"
+
+    mark = {True: "[green]pass[/]", False: "[red]FAIL[/]"}
+    console.print(
+        f"  weak answer loses: {mark[loses['passed']]} (reference preferred with the weak "
+        f"answer first: {pct(loses['weak_first'])}, second: {pct(loses['reference_first'])}; "
+        f"needs >= {loses['threshold']:.0f}% in each order)"
+    )
+    console.print(
+        f"  known order: {mark[order['passed']]} (Together-MoA {pct(order['Together-MoA'])}, "
+        f"Together-MoA-Lite {pct(order['Together-MoA-Lite'])}; intervals "
+        + ("separate" if order["cis_separate"] else "overlap")
+        + ")"
+    )
+    console.print(f"  position consistency: {pct(consistency)}")
+    verdict = "[bold green]validated[/]" if document["validated"] else "[bold red]NOT validated[/]"
+    console.print(f"judge {document['judge']['spec']}: {verdict}")
+    console.print(
+        f"report: {out / 'report.md'}; use: --judge-validation {out / 'judge-validation.json'}"
+    )
