@@ -107,3 +107,14 @@ def test_auto_and_adaptive_need_samples() -> None:
         }
         with pytest.raises(ConfigError, match=r"strategy.*needs samples"):
             parse_config(config)
+
+
+async def test_auto_votes_only_on_the_kinds_it_is_given() -> None:
+    def reply(request: CompletionRequest) -> str:
+        return ["I think C.", "B", "B", "B", "B"][request.params.seed or 0]
+
+    provider = FunctionProvider(reply, name="fake")
+    result = await mixture(provider, adaptive=True, auto_votes=["number"]).arun(CHOICE)
+    assert result.output == "I think C."
+    assert result.usage.calls == 1
+    assert any("a choice, not voted on" in n for n in result.notes)

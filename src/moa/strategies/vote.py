@@ -29,7 +29,7 @@ from moa.engine.references import Reference
 from moa.engine.result import AgentResult
 from moa.engine.spec import LayerSpec
 from moa.engine.strategy import Strategy, register_strategy
-from moa.question_kind import last_user_text, question_kind
+from moa.question_kind import QuestionKind, last_user_text, question_kind
 from moa.strategies.common import StrategyOptions, finish, run_layers, sample_layer
 from moa.strategies.sliding import aggregate
 
@@ -47,6 +47,9 @@ class VoteOptions(StrategyOptions):
     """The winner needs at least this many votes (fewer: synthesize instead)."""
     on_tie: Literal["aggregate", "first"] = "aggregate"
     """``aggregate``: the aggregator synthesizes; ``first``: the first tied answer wins."""
+    auto_votes: tuple[QuestionKind, ...] = ("number", "choice")
+    """With ``answer: auto``, the kinds of request that are voted on; any other request
+    gets the first sample's reply alone."""
     adaptive: bool = False
     """Draw the samples in two waves, the second only if the first leaves the winner open
     (the same outcome as drawing them all; needs ``samples`` and no configured layers)."""
@@ -115,11 +118,16 @@ async def _adaptive_samples(
     return references
 
 
-async def _first_sample_alone(ctx: RunContext, options: VoteOptions) -> AgentResult:
-    """A request whose replies cannot be counted: the first sample answers alone, streamed."""
+async def _first_sample_alone(
+    ctx: RunContext, options: VoteOptions, kind: QuestionKind | None
+) -> AgentResult:
+    """A request that is not voted on: the first sample answers alone, streamed."""
     layer = sample_layer(ctx, options)
     assert layer is not None  # the options' validator requires samples
-    ctx.notes.append("vote: the request asks for no number or choice; one sample answers")
+    if kind is None:
+        ctx.notes.append("vote: the request asks for no number or choice; one sample answers")
+    else:
+        ctx.notes.append(f"vote: the request asks for a {kind}, not voted on; one sample answers")
     return await ctx.aggregate((), layer.agents[0], layer=1)
 
 
@@ -128,8 +136,8 @@ def vote(options: VoteOptions) -> Strategy:
         kind: AnswerKind | None
         if options.answer == "auto":
             kind = question_kind(last_user_text(ctx.messages))
-            if kind is None:
-                return await _first_sample_alone(ctx, options)
+            if kind is None or kind not in options.auto_votes:
+                return await _first_sample_alone(ctx, options, kind)
             ctx.notes.append(f"vote: the request asks for a {kind}")
         else:
             kind = options.answer
