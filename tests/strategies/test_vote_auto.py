@@ -118,3 +118,25 @@ async def test_auto_votes_only_on_the_kinds_it_is_given() -> None:
     assert result.output == "I think C."
     assert result.usage.calls == 1
     assert any("a choice, not voted on" in n for n in result.notes)
+
+
+async def test_a_small_first_wave_stops_when_it_agrees() -> None:
+    provider = by_seed(["7", "7", "8", "8", "8"])
+    result = await mixture(provider, adaptive=True, first_wave=2).arun(MATH)
+    assert result.output == "Reasoning 0. The answer is 7"  # the agreement stop, not the 3-2 vote
+    assert result.usage.calls == 2
+    assert any("decided after 2 of 5" in n for n in result.notes)
+    provider = by_seed(["7", "8", "8", "7", "8"])
+    result = await mixture(provider, adaptive=True, first_wave=2).arun(MATH)
+    assert result.output == "Reasoning 1. The answer is 8"
+    assert result.usage.calls == 5
+
+
+def test_first_wave_needs_adaptive_and_fits_the_samples() -> None:
+    for options, message in (
+        ({"first_wave": 2}, "only applies with adaptive"),
+        ({"first_wave": 6, "adaptive": True}, r"exceeds samples \(5\)"),
+    ):
+        strategy = {"type": "vote", "samples": 5, **options}
+        with pytest.raises(ConfigError, match=message):
+            parse_config({"aggregator": {"model": "fake:m"}, "strategy": strategy})

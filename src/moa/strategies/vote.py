@@ -13,6 +13,8 @@ replies that cannot be counted cannot be voted on. ``adaptive`` draws the sample
 in two waves: a majority's worth first, the rest only when the first wave leaves
 the winner open. The outcome is the full vote's (a winner ahead by more than the
 samples left cannot be overtaken), at fewer calls when the first answers agree.
+A smaller ``first_wave`` (e.g. the greedy answer and one sample) stops on agreement
+alone: cheaper and quicker, at the risk that the samples not drawn would have outvoted it.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class VoteOptions(StrategyOptions):
     adaptive: bool = False
     """Draw the samples in two waves, the second only if the first leaves the winner open
     (the same outcome as drawing them all; needs ``samples`` and no configured layers)."""
+    first_wave: int | None = Field(default=None, ge=1)
+    """With ``adaptive``: samples in the first wave (default: a majority of ``samples``).
+    When they all state the same answer, the vote stops there; below a majority, that
+    is an agreement stop whose outcome may differ from the full vote's."""
 
     @field_validator("pattern")
     @classmethod
@@ -69,6 +75,11 @@ class VoteOptions(StrategyOptions):
         for name, given in (("answer: auto", self.answer == "auto"), ("adaptive", self.adaptive)):
             if given and self.samples is None:
                 raise ValueError(f"{name} needs samples: N (the vote's own samples)")
+        if self.first_wave is not None:
+            if not self.adaptive:
+                raise ValueError("first_wave only applies with adaptive: true")
+            if self.samples is not None and self.first_wave > self.samples:
+                raise ValueError(f"first_wave ({self.first_wave}) exceeds samples ({self.samples})")
         return self
 
 
@@ -101,16 +112,21 @@ def decided(votes: Counter[str], min_votes: int, remaining: int) -> bool:
 async def _adaptive_samples(
     ctx: RunContext, options: VoteOptions, kind: AnswerKind
 ) -> list[Reference]:
-    """The samples in two waves: enough for a majority, then the rest if it is still open."""
+    """The samples in two waves: the first wave, then the rest if the winner is still open.
+
+    The vote stops after the first wave when no later votes could change its winner, or
+    when every sample of the wave states the same answer.
+    """
     layer = sample_layer(ctx, options)
     assert layer is not None  # the options' validator requires samples
     agents = layer.agents
-    wave = len(agents) // 2 + 1
+    wave = options.first_wave or len(agents) // 2 + 1
     result = await ctx.run_layer(1, LayerSpec(agents=agents[:wave]), ())
     references = ctx.references_of(result.agents)
     votes, _ = tally(references, options, kind)
     remaining = len(agents) - wave
-    if remaining and not decided(votes, options.min_votes, remaining):
+    unanimous = len(votes) == 1 and sum(votes.values()) == wave >= options.min_votes
+    if remaining and not (unanimous or decided(votes, options.min_votes, remaining)):
         result = await ctx.extend_layer(agents[wave:])
         references = ctx.references_of(result.agents)
     elif remaining:
