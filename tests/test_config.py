@@ -78,14 +78,17 @@ def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_presets_load_and_have_the_expected_shapes() -> None:
-    assert {"local", "together-moa", "together-moa-lite"} <= set(preset_names())
-    local = load_config("local")
-    assert [a.model for a in local.layers[0].agents] == [
+    assert {"local", "local-mix", "together-moa", "together-moa-lite"} <= set(preset_names())
+    mix = load_config("local-mix")
+    assert [a.model for a in mix.layers[0].agents] == [
         "local:qwen2.5-coder-1.5b",
         "local:qwen2.5-coder-0.5b",
         "local:smollm2-135m",
     ]
-    assert local.aggregator.model == "local:qwen2.5-coder-1.5b"
+    assert mix.aggregator.model == "local:qwen2.5-coder-1.5b"
+    local = load_config("local")
+    assert local.model_ids() == ["local:qwen2.5-coder-1.5b"]
+    assert local.strategy.model_dump()["answer"] == "auto"
     moa = load_config("together-moa")
     assert [len(layer.agents) for layer in moa.layers] == [6, 6]
     lite = load_config("together-moa-lite")

@@ -76,7 +76,7 @@ def test_models_is_a_command_not_a_prompt(
 def test_pull_a_preset_pulls_its_local_models(
     model_folder: Path, pulled: list[tuple[str, Path]]
 ) -> None:
-    result = runner.invoke(app, ["models", "pull", "local"])
+    result = runner.invoke(app, ["models", "pull", "local-mix"])
     assert result.exit_code == 0, result.output
     assert pulled == [
         ("qwen2.5-coder-1.5b", model_folder),
