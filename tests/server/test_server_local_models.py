@@ -78,7 +78,11 @@ def test_startup_names_the_mixtures_whose_local_models_are_missing(
     assert result.exit_code == 0, result.output
     assert len(served) == 1
     assert f"pocket cannot run here: {PULL}" in result.output
-    # The shipped preset of local models too.
-    assert "local cannot run here: local models 'qwen2.5-coder-1.5b', " in result.output
+    # The shipped presets of local models too.
+    pull_one = (
+        "local model 'qwen2.5-coder-1.5b' is not installed; run: moa models pull qwen2.5-coder-1.5b"
+    )
+    assert f"local cannot run here: {pull_one}" in result.output
+    assert "local-mix cannot run here: local models 'qwen2.5-coder-1.5b', " in result.output
     pull_all = "run: moa models pull qwen2.5-coder-1.5b qwen2.5-coder-0.5b smollm2-135m"
     assert pull_all in result.output

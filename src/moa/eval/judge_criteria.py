@@ -239,12 +239,19 @@ def render_validation(document: Mapping[str, Any]) -> str:
         "calls count against the judge.",
         "- Known order: AlpacaEval 2.0 ranks Together-MoA above Together-MoA-Lite and both above "
         "gpt4_1106_preview; a win counts 1, a split between the two orders 0.5. Pairs without "
-        "any verdict are left out"
-        + (f" ({order['unjudged']})" if any(order["unjudged"].values()) else "")
-        + ".",
+        "any verdict are left out" + _unjudged(order["unjudged"]) + ".",
         "- Position consistency: the share of pairs whose two orders named the same winner; "
         "a judge that always picks the first (or second) position scores 0%.",
         "- `judge-validation.json` holds the judge's key: `moa eval --judge-validation FILE` "
         "accepts it only for a judge with the same key.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _unjudged(counts: dict[str, int]) -> str:
+    """`` (Together-MoA-Lite: 1 pair)`` for the comparisons that lost pairs; '' for none."""
+    names = {"moa": "Together-MoA", "moa_lite": "Together-MoA-Lite"}
+    parts = [
+        f"{names.get(key, key)}: {n} pair{'s' if n != 1 else ''}" for key, n in counts.items() if n
+    ]
+    return f" ({', '.join(parts)})" if parts else ""
