@@ -70,6 +70,16 @@ def test_show_layers_prints_intermediate_answers(fake: FakeProvider, config: Pat
     assert out.strip() == "The answer is 4."
 
 
+def test_a_named_agents_panel_shows_its_model_id_as_text(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    path = tmp_path / "named.yaml"
+    path.write_text(CONFIG.replace('{model: "scripted:a"}', '{model: "scripted:a", name: "first"}'))
+    code, _, err = invoke("run", "q", "--config", str(path), "--show-layers")
+    assert code == 0
+    assert "first [scripted:a]" in err  # brackets are not read as rich markup
+
+
 def test_stdin_prompt_and_system(fake: FakeProvider, config: Path) -> None:
     code, _, _ = invoke(
         "run", "-", "--config", str(config), "--system", "Be brief.", stdin="from stdin\n"
@@ -137,3 +147,13 @@ def test_chat_shows_every_turns_answer(fake: FakeProvider, config: Path) -> None
     assert code == 0
     assert "first answer" in out and "second answer" in out
     assert err.count(" answer ─") == 2  # each turn's answer gets its own heading
+
+
+def test_an_error_with_brackets_is_printed_as_it_is(fake: FakeProvider, config: Path) -> None:
+    from moa.errors import ProviderStatusError
+
+    for name in ("a", "b"):
+        fake.script(name, ProviderStatusError("upstream said [/x] and [[A]]", status_code=400))
+    code, _, err = invoke("run", "q", "--config", str(config))
+    assert code == 1
+    assert "upstream said [/x] and [[A]]" in err

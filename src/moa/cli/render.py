@@ -101,10 +101,10 @@ class EventPrinter:
             body = Text(result.output or "")
             if result.partial:
                 title += " (partial)"
-            return Panel(body, title=title, subtitle=stats, border_style="cyan")
+            return Panel(body, title=Text(title), subtitle=stats, border_style="cyan")
         return Panel(
             Text(result.error or "failed", style="red"),
-            title=title + " FAILED",
+            title=Text(title + " FAILED"),
             subtitle=stats,
             border_style="red",
         )
