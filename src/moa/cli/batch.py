@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,6 +24,7 @@ from moa.cli.common import (
     RayActors,
     RayAddress,
     choose_config,
+    engine_choice,
     reporting_errors,
 )
 from moa.config import MixtureConfig
@@ -143,13 +144,7 @@ def batch_command(
     with reporting_errors():
         from moa.batch import BatchOptions, ConfigMixture, LocalEngine, RayEngine, run_batch
 
-        chosen: Literal["local", "ray"]
-        if engine == "local":
-            chosen = "local"
-        elif engine == "ray":
-            chosen = "ray"
-        else:
-            raise ConfigError(f"--engine must be local or ray, not {engine!r}")
+        chosen = engine_choice(engine)
         mixture_config = _config(preset, config, model)
         defaults: dict[str, Any] = {} if max_tokens is None else {"max_tokens": max_tokens}
         options = BatchOptions(

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -112,6 +112,15 @@ RayAddress = Annotated[
 RayActorCpus = Annotated[
     float, typer.Option(min=0.0, help="--engine ray: CPUs reserved per actor.")
 ]
+
+
+def engine_choice(engine: str) -> Literal["local", "ray"]:
+    """The ``--engine`` value of ``moa batch`` and ``moa eval``, or a ConfigError naming it."""
+    if engine == "local":
+        return "local"
+    if engine == "ray":
+        return "ray"
+    raise ConfigError(f"--engine must be local or ray, not {engine!r}")
 
 
 def command_line(ctx: typer.Context, *command: str) -> str:

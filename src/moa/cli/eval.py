@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +15,7 @@ from moa.cli.common import (
     RayActors,
     RayAddress,
     command_line,
+    engine_choice,
     progress_bar,
     reporting_errors,
 )
@@ -211,13 +212,7 @@ def eval_command(
 
         policy = content_policy(log_content)
 
-        chosen: Literal["local", "ray"]
-        if engine == "local":
-            chosen = "local"
-        elif engine == "ray":
-            chosen = "ray"
-        else:
-            raise ConfigError(f"--engine must be local or ray, not {engine!r}")
+        chosen = engine_choice(engine)
 
         if data is None:
             default = get_task(task).default_data
