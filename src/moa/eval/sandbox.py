@@ -83,6 +83,11 @@ class Isolation:
     """The user the program ran as (``nobody`` when the caller is root)."""
     interpreter: str
 
+    @property
+    def files_protected(self) -> bool:
+        """Whether the program could not change the user's files (it ran as ``nobody``)."""
+        return self.user == _UNPRIVILEGED
+
 
 @dataclass(frozen=True)
 class SandboxResult:
