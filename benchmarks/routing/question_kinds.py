@@ -1,4 +1,4 @@
-"""How `answer: auto` routes the evaluation data: number, choice, or one answer.
+"""How `answer: auto` routes the evaluation data: number, choice, checked code, or one answer.
 
     python benchmarks/routing/question_kinds.py [--data ../shared/data] [--show number]
 
@@ -31,7 +31,7 @@ def line(name: str, texts: Sequence[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--show", choices=["number", "choice"], default=None)
+    parser.add_argument("--show", choices=["number", "choice", "code"], default=None)
     args = parser.parse_args()
     prompts = PromptSet()
     families = {

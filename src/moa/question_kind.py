@@ -1,10 +1,13 @@
-"""What kind of answer a request asks for: a number, a choice among lettered options, or prose.
+"""What kind of answer a request asks for: a number, a lettered choice, checkable code, or prose.
 
 A vote compares final answers, so it only pays where a request has one short
-answer that two replies can state alike. :func:`question_kind` reads the last
-user message and says which: ``"choice"`` when it lists lettered options,
-``"number"`` when it asks for a quantity or a calculation, ``None`` for
-everything else (explanations, writing, code), where replies cannot be counted.
+answer that two replies can state alike; code can be checked instead, when the
+request shows what it should return. :func:`question_kind` reads the last user
+message and says which: ``"choice"`` when it lists lettered options,
+``"number"`` when it asks for a quantity or a calculation, ``"code"`` when it
+asks for code and holds a Python function with worked examples
+(:mod:`moa.code_examples`), ``None`` for everything else (explanations,
+writing, code without examples), where replies can be neither counted nor checked.
 
 The rules are deliberately narrow: a request wrongly taken for a number costs
 the samples of a vote, one wrongly taken for prose only loses the vote's gain.
@@ -17,11 +20,12 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
+from moa.code_examples import code_examples
 from moa.types import Message
 
 __all__ = ["QuestionKind", "last_user_text", "question_kind"]
 
-QuestionKind = Literal["number", "choice"]
+QuestionKind = Literal["number", "choice", "code"]
 
 _CODE_RE = re.compile(
     r"```|^\s*(?:def|class|import|from\s+\S+\s+import|#include|function|fn|public\s+\w+)\b"
@@ -65,9 +69,11 @@ def last_user_text(messages: Sequence[Message]) -> str:
 
 
 def question_kind(text: str) -> QuestionKind | None:
-    """``"choice"``, ``"number"``, or ``None`` when the replies to ``text`` cannot be counted."""
-    if not text.strip() or _CODE_RE.search(text):
+    """The kind of answer ``text`` asks for (``None``: replies cannot be counted or checked)."""
+    if not text.strip():
         return None
+    if _CODE_RE.search(text):
+        return "code" if code_examples(text) is not None else None
     if _has_options(text):
         return "choice"
     if _EXPLICIT_NUMBER_RE.search(text):

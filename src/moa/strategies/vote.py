@@ -7,9 +7,11 @@ synthesizes as usual. With ``samples`` this is self-consistency: one model
 sampled n times, then voted.
 
 ``answer: auto`` reads the kind of answer from the request (see
-:mod:`moa.question_kind`): a number or a lettered choice is voted on, and any
-other request (prose, code) gets the first sample's reply alone, one call, since
-replies that cannot be counted cannot be voted on. ``adaptive`` draws the samples
+:mod:`moa.question_kind`): a number or a lettered choice is voted on; a request
+for code that shows worked examples gets the sample whose code runs them right
+(:mod:`moa.strategies.code_check`), when ``auto_votes`` lists ``code``; any
+other request gets the first sample's reply alone, one call, since replies that
+can be neither counted nor checked cannot be voted on. ``adaptive`` draws the samples
 in two waves: a majority's worth first, the rest only when the first wave leaves
 the winner open. The outcome is the full vote's (a winner ahead by more than the
 samples left cannot be overtaken), at fewer calls when the first answers agree.
@@ -26,12 +28,14 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from moa.answers import AnswerKind, extract_answer
+from moa.code_examples import code_examples
 from moa.engine.context import RunContext
 from moa.engine.references import Reference
 from moa.engine.result import AgentResult
 from moa.engine.spec import LayerSpec
 from moa.engine.strategy import Strategy, register_strategy
 from moa.question_kind import QuestionKind, last_user_text, question_kind
+from moa.strategies.code_check import checked_code
 from moa.strategies.common import StrategyOptions, finish, run_layers, sample_layer
 from moa.strategies.sliding import aggregate
 
@@ -50,8 +54,11 @@ class VoteOptions(StrategyOptions):
     on_tie: Literal["aggregate", "first"] = "aggregate"
     """``aggregate``: the aggregator synthesizes; ``first``: the first tied answer wins."""
     auto_votes: tuple[QuestionKind, ...] = ("number", "choice")
-    """With ``answer: auto``, the kinds of request that are voted on; any other request
-    gets the first sample's reply alone."""
+    """With ``answer: auto``, the kinds of request that are voted on (``code``: checked on
+    the request's worked examples, in the sandbox); any other request gets the first
+    sample's reply alone."""
+    check_timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a sample's code may run on a code request's examples before it is killed."""
     adaptive: bool = False
     """Draw the samples in two waves, the second only if the first leaves the winner open
     (the same outcome as drawing them all; needs ``samples`` and no configured layers)."""
@@ -143,7 +150,8 @@ async def _first_sample_alone(
     if kind is None:
         ctx.notes.append("vote: the request asks for no number or choice; one sample answers")
     else:
-        ctx.notes.append(f"vote: the request asks for a {kind}, not voted on; one sample answers")
+        asked = "code with worked examples" if kind == "code" else f"a {kind}"
+        ctx.notes.append(f"vote: the request asks for {asked}, not voted on; one sample answers")
     return await ctx.aggregate((), layer.agents[0], layer=1)
 
 
@@ -151,9 +159,15 @@ def vote(options: VoteOptions) -> Strategy:
     async def run(ctx: RunContext) -> AgentResult:
         kind: AnswerKind | None
         if options.answer == "auto":
-            kind = question_kind(last_user_text(ctx.messages))
-            if kind is None or kind not in options.auto_votes:
-                return await _first_sample_alone(ctx, options, kind)
+            text = last_user_text(ctx.messages)
+            asked = question_kind(text)
+            if asked is None or asked not in options.auto_votes:
+                return await _first_sample_alone(ctx, options, asked)
+            if asked == "code":
+                examples = code_examples(text)
+                assert examples is not None  # question_kind found them
+                return await checked_code(ctx, options, examples, timeout=options.check_timeout)
+            kind = asked
             ctx.notes.append(f"vote: the request asks for a {kind}")
         else:
             kind = options.answer
