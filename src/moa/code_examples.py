@@ -22,7 +22,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from moa.eval.code import completion_program
+from moa.eval.code import completion_program, python_blocks
 from moa.eval.sandbox import SandboxLimits, arun_python
 
 __all__ = [
@@ -35,8 +35,6 @@ __all__ = [
     "examples_program",
 ]
 
-_FENCE = re.compile(r"^[ \t]*```[ \t]*(\w*)[^\n]*\n(.*?)(?:^[ \t]*```|\Z)", re.S | re.M)
-_CODE_START = re.compile(r"^(?:def |async def |class |import |from \w[\w.]* import |@)", re.M)
 # What separates a written-out call from its value: ``==>``, ``=>``, ``->``, ``➞``, ``==``,
 # ``=``, ``returns``, ``should return``, ``# returns``.
 _ARROW = re.compile(
@@ -82,7 +80,7 @@ class ExamplesResult:
 
 def code_examples(text: str) -> CodeExamples | None:
     """The examples of the last function in ``text``'s Python code that has some, if any."""
-    for code in reversed(_code_blocks(text)):
+    for code in reversed(python_blocks(text)):
         try:
             module = ast.parse(code)
         except (SyntaxError, ValueError):
@@ -97,16 +95,6 @@ def code_examples(text: str) -> CodeExamples | None:
             if examples:
                 return CodeExamples(code, node.name, tuple(examples[:_MAX_EXAMPLES]))
     return None
-
-
-def _code_blocks(text: str) -> list[str]:
-    """The request's Python: its fenced blocks, or the text from its first definition on."""
-    fenced = _FENCE.finditer(text)
-    blocks = [m.group(2) for m in fenced if m.group(1).lower() in ("", "python", "py")]
-    if blocks:
-        return blocks
-    start = _CODE_START.search(text)
-    return [text[start.start() :]] if start else []
 
 
 def _doctest_examples(docstring: str) -> list[Example]:

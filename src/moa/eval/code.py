@@ -26,6 +26,7 @@ __all__ = [
     "checked_program",
     "completion_program",
     "extract_code",
+    "python_blocks",
     "score_code",
     "score_code_record",
 ]
@@ -75,6 +76,15 @@ def extract_code(reply: str, entry_point: str) -> str:
         start = _CODE_START.search(reply)
         return reply[start.start() :] if start else reply
     return reply
+
+
+def python_blocks(text: str) -> list[str]:
+    """The fenced Python blocks of ``text``; with none, its code from the first definition on."""
+    blocks = [m.group(2) for m in _FENCE.finditer(text) if m.group(1).lower() in _PYTHON_TAGS]
+    if blocks:
+        return blocks
+    start = _CODE_START.search(text)
+    return [text[start.start() :]] if start else []
 
 
 def _defines(code: str, entry_point: str) -> bool:
