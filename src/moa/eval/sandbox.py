@@ -90,9 +90,10 @@ class Isolation:
     files_protected: bool
     """The program could not change or delete the files of the user running ``moa``.
 
-    True when the root was read-only, or when a root caller's program ran as
-    ``nobody``, who may write only where anyone may. False: it could do to
-    files whatever that user can.
+    True when a root caller's program ran as ``nobody``, who may write only
+    where anyone may, or when the root was read-only to a program without root
+    (one with root could make it writable again). False: it could do to files
+    whatever that user can.
     """
 
 
@@ -237,6 +238,7 @@ def _run_in(
         returncode: int | None = None if timed_out else process.returncode
     duration = time.monotonic() - started
     read_only_root = bool(status.get("read_only_root"))
+    kept_root = ids is None and os.geteuid() == 0
     isolation = Isolation(
         network_namespace=bool(status.get("network_namespace")),
         pid_namespace=bool(status.get("pid_namespace")),
@@ -244,7 +246,7 @@ def _run_in(
         interpreter=interpreter,
         read_only_root=read_only_root,
         # Not read from ``user``: a caller that is itself ``nobody`` protects nothing.
-        files_protected=read_only_root or ids is not None,
+        files_protected=ids is not None or (read_only_root and not kept_root),
     )
     return SandboxResult(
         returncode if returncode is None or returncode >= 0 else 128 - returncode,
