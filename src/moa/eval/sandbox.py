@@ -4,16 +4,19 @@ The program runs in a fresh temporary directory (its cwd, ``HOME`` and
 ``TMPDIR``) with an empty environment and stdin closed, under resource limits
 (address space, CPU time, processes, file size, open files, no core dumps), in
 its own session. On Linux it also gets a new network namespace (no network at
-all, not even loopback) and a new PID namespace (when the program ends, the
-kernel kills everything it started), and when the caller is root it runs as
-``nobody``, so it cannot change or delete files it does not own. The wall-clock
-limit kills the whole process group; so does the end of a normal run, for the
-processes a system without PID namespaces would leave behind.
+all, not even loopback), a new PID namespace (when the program ends, the
+kernel kills everything it started) and a new mount namespace in which every
+mount but its directory is read-only, so it cannot create, change or delete
+files anywhere else; when the caller is root it also runs as ``nobody``. The
+wall-clock limit kills the whole process group; so does the end of a normal
+run, for the processes a system without PID namespaces would leave behind.
 
 :attr:`SandboxResult.isolation` records what was actually in force, since the
-OS decides: without root (or user namespaces) there is no uid change, and the
-network stays reachable where namespaces are not allowed. See
-docs/evaluation.md for what is and is not isolated.
+OS decides: without root there is no uid change; without root or user
+namespaces there are no new namespaces (the network stays reachable, the files
+writable); before Linux 5.12 the root stays writable. Whether the caller's
+files were safe is :attr:`Isolation.files_protected`. See docs/evaluation.md
+for what is and is not isolated.
 """
 
 from __future__ import annotations
@@ -82,6 +85,16 @@ class Isolation:
     user: str
     """The user the program ran as (``nobody`` when the caller is root)."""
     interpreter: str
+    read_only_root: bool
+    """Every mount but the program's own directory was read-only to it."""
+    files_protected: bool
+    """The program could not change or delete the files of the user running ``moa``.
+
+    True when a root caller's program ran as ``nobody``, who may write only
+    where anyone may, or when the root was read-only to a program without root
+    (one with root could make it writable again). False: it could do to files
+    whatever that user can.
+    """
 
     @property
     def files_protected(self) -> bool:
@@ -229,11 +242,16 @@ def _run_in(
         timed_out = not finished
         returncode: int | None = None if timed_out else process.returncode
     duration = time.monotonic() - started
+    read_only_root = bool(status.get("read_only_root"))
+    kept_root = ids is None and os.geteuid() == 0
     isolation = Isolation(
         network_namespace=bool(status.get("network_namespace")),
         pid_namespace=bool(status.get("pid_namespace")),
         user=_UNPRIVILEGED if ids is not None else _user_name(),
         interpreter=interpreter,
+        read_only_root=read_only_root,
+        # Not read from ``user``: a caller that is itself ``nobody`` protects nothing.
+        files_protected=ids is not None or (read_only_root and not kept_root),
     )
     return SandboxResult(
         returncode if returncode is None or returncode >= 0 else 128 - returncode,
