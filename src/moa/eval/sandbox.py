@@ -96,11 +96,6 @@ class Isolation:
     whatever that user can.
     """
 
-    @property
-    def files_protected(self) -> bool:
-        """Whether the program could not change the user's files (it ran as ``nobody``)."""
-        return self.user == _UNPRIVILEGED
-
 
 @dataclass(frozen=True)
 class SandboxResult:
