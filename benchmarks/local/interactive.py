@@ -2,6 +2,7 @@
 
     python benchmarks/local/interactive.py                      # the `local` preset
     python benchmarks/local/interactive.py --config local-vote --runs 3
+    python benchmarks/local/interactive.py --question code     # one of demo, chat, code
 
 Each question is answered by both, round-robin over ``--runs`` (no call cache, the
 models loaded beforehand), the way `moa "question"` answers one person: wall time
@@ -26,6 +27,13 @@ QUESTIONS = {
         "How much money does he make?"
     ),
     "chat": "What is the capital of Australia?",
+    "code": (
+        "Complete this Python function.\n```python\ndef second_largest(numbers):\n"
+        '    """Return the second largest distinct number in the list, or None.\n'
+        "    >>> second_largest([4, 1, 3, 4])\n    3\n"
+        "    >>> second_largest([2, 2]) is None\n    True\n"
+        '    """\n```'
+    ),
 }
 MODEL = "local:qwen2.5-coder-1.5b"
 
@@ -51,11 +59,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="local", help="config file or preset")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--question", action="append", choices=sorted(QUESTIONS), help="default: all"
+    )
     args = parser.parse_args()
     systems = {"alone": alone(args.config), args.config: build_mixture(load_config(args.config))}
     for mixture in systems.values():  # load the model before timing
         mixture.run("Hi")
-    for name, question in QUESTIONS.items():
+    for name in args.question or list(QUESTIONS):
+        question = QUESTIONS[name]
         walls: dict[str, list[float]] = {s: [] for s in systems}
         firsts: dict[str, list[float]] = {s: [] for s in systems}
         last: dict[str, Result] = {}
