@@ -235,6 +235,6 @@ def select_command(
                 chosen = asyncio.run(joint.arun(log=log, progress=progress))
             paths = write_multi_outputs(chosen, joint, out, command=command)
             verdict = chosen.verdict
-    console.print(f"[bold]{verdict}[/]")
+    console.print(f"[bold]{escape(verdict)}[/]")
     for label, path in paths.items():
-        console.print(f"{label}: {path}")
+        console.print(f"{label}: {escape(str(path))}")
