@@ -157,3 +157,24 @@ def test_an_error_with_brackets_is_printed_as_it_is(fake: FakeProvider, config: 
     code, _, err = invoke("run", "q", "--config", str(config))
     assert code == 1
     assert "upstream said [/x] and [[A]]" in err
+
+
+def test_show_layers_shows_both_waves_of_an_adaptive_vote_as_one_layer(tmp_path: Path) -> None:
+    from moa.testing import FunctionProvider
+    from moa.types import CompletionRequest
+
+    def sample(request: CompletionRequest) -> str:
+        seed = request.params.seed or 0
+        return f"sample {seed} says: The answer is {'78788'[seed]}"
+
+    register_kind("waves-test", lambda name, settings, local: FunctionProvider(sample))
+    path = tmp_path / "vote.yaml"
+    path.write_text(
+        "providers:\n  waves: {kind: waves-test}\naggregator: {model: 'waves:m'}\n"
+        "strategy: {type: vote, samples: 5, greedy_first: true, adaptive: true}\n"
+    )
+    code, out, err = invoke("run", "q", "--config", str(path), "--show-layers")
+    assert code == 0, err
+    assert out.strip() == "sample 1 says: The answer is 8"
+    assert all(f"sample {seed} says" in err for seed in range(5))
+    assert "layer 1: 3 agent(s)" in err and "layer 1: 2 more agent(s)" in err

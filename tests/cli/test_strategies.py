@@ -46,3 +46,9 @@ def test_run_with_a_strategy_config(tmp_path: Path) -> None:
     bad.write_text("aggregator: {model: 'voting:m'}\nstrategy: {type: vote, sample: 3}\n")
     result = runner.invoke(app, ["run", "2+2?", "--config", str(bad)])
     assert result.exit_code == 2
+
+
+def test_an_unknown_name_with_brackets_is_printed_as_it_is() -> None:
+    result = runner.invoke(app, ["strategies", "[/x] [bold]x"], env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert "unknown strategy '[/x] [bold]x'" in result.stdout

@@ -196,3 +196,24 @@ def test_log_history_records_every_item_in_the_run_history(
     assert code == 0, err
     newest = _logged("-n", "1")[0]
     assert newest["content"] == "none" and newest["question"] == "" and newest["output"] is None
+
+
+def test_item_ids_and_names_with_brackets_are_printed_as_they_are(
+    tmp_path: Path, provider: FunctionProvider
+) -> None:
+    """An id or a name is data, not rich markup: ``[bold]`` stays, ``[/x]`` does not crash."""
+    data = tmp_path / "odd.jsonl"
+    item = {"id": "[/x] [bold]x", "question": "Tom has 3 apples and 4 more?", "answer": "#### 7"}
+    data.write_text(json.dumps(item) + "\n")
+    config = tmp_path / "odd.yaml"
+    config.write_text(
+        'name: "[bold]mix"\nproviders:\n  fake: {kind: eval-cli-fake}\n'
+        'aggregator: {model: "fake:strong"}\n'
+    )
+    args = ["eval", "gsm8k", "--data", str(data), "--system", str(config), "--no-baselines"]
+    args += ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "calls.sqlite")]
+    result = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "[1/1] [bold]mix item [/x] [bold]x: score 1" in result.stderr
+    assert "items × systems: [bold]mix" in result.stderr
+    assert "  [bold]mix: 100.0 [" in result.stderr

@@ -179,3 +179,18 @@ def test_chat_turns_are_recorded_with_the_conversation_so_far(config: Path) -> N
         "Paris.",
         "Second question?",
     ]
+
+
+def test_a_question_and_a_name_with_brackets_are_listed_and_shown_as_they_are(
+    config: Path, tmp_path: Path
+) -> None:
+    odd = tmp_path / "odd.yaml"
+    odd.write_text(config.read_text().replace("name: geo", 'name: "[/m] [bold]geo"'))
+    _run("run", "[/x] [bold]x", "--config", str(odd))
+    listed = runner.invoke(app, ["logs"], env={"COLUMNS": "300"})
+    assert listed.exit_code == 0, listed.output
+    assert "[/m] [bold]geo" in listed.stdout and "[/x] [bold]x" in listed.stdout
+    [run] = _runs()
+    shown = runner.invoke(app, ["logs", "show", str(run["id"])], env={"COLUMNS": "300"})
+    assert shown.exit_code == 0, shown.output
+    assert "mixture [/m] [bold]geo" in shown.stderr

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,11 @@ def test_select_writes_a_runnable_config_and_a_report(
     # Off a terminal, one line per answered item, with the configuration's ETA.
     assert "[1/12] single strong item" in result.stderr
     assert "[16/16] single strong item" in result.stderr
+    # The report names the command given, whatever ran it (here CliRunner, not sys.argv).
+    given = ["moa", "select", "--model", "sel:strong", "--model", "sel:weak", "--task", "gsm8k"]
+    given += ["--data", str(gsm8k), "--out", str(out), "--config", str(base), "--dev", "12"]
+    given += ["--heldout", "16", "--samples", "3", "--cache", str(tmp_path / "c.sqlite")]
+    assert f"```\n{shlex.join(given)}\n```" in (out / "report.md").read_text()
 
 
 def test_select_reports_bad_input_in_one_line(gsm8k: Path, tmp_path: Path) -> None:
@@ -92,6 +98,7 @@ def test_select_over_two_tasks_writes_a_per_task_report(
     data = json.loads((out / "select.json").read_text())
     assert [row["task"] for row in data["per_task"]] == ["gsm8k", "mmlu"]
     assert [row["floor"] for row in data["per_task"]] == [2.0, 5.0]
+    assert "moa select --model sel:strong --model sel:weak --task gsm8k --task mmlu" in report
     # Each task's items are told apart in the progress lines.
     assert "[16/16] mmlu: single strong item" in result.stderr
 

@@ -12,8 +12,9 @@ import httpx
 import pytest
 from server_helpers import ANSWER, ServeFactory, fake_mixture
 
-from moa import ProviderStatusError
-from moa.testing import FakeProvider
+from moa import Mixture, MixtureSpec, ProviderRegistry, ProviderStatusError
+from moa.testing import FakeProvider, FunctionProvider
+from moa.types import CompletionRequest
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -113,6 +114,32 @@ def test_a_question_fills_the_graph_and_streams_the_answer(
         ("assistant", "Two plus two is 4."),
         ("user", "And plus one?"),
     ]
+
+
+def test_the_second_wave_of_an_adaptive_vote_joins_its_layer(
+    serve: ServeFactory, page: Any
+) -> None:
+    def sample(request: CompletionRequest) -> str:
+        seed = request.params.seed or 0
+        return f"sample {seed}: the answer is {'78788'[seed]}"
+
+    strategy = {"type": "vote", "samples": 5, "greedy_first": True, "adaptive": True}
+    spec = {"name": "fake-moa", "aggregator": {"model": "fake:m"}, "strategy": strategy}
+    provider = ProviderRegistry().add("fake", FunctionProvider(sample))
+    base = serve(mixtures={"fake-moa": Mixture(MixtureSpec.model_validate(spec), provider)})
+    page.goto(base + "/")
+    page.wait_for_selector("#model option[value='fake-moa']", state="attached")
+    ask(page, "What is 2 + 2?")
+    answer = page.locator(".message.assistant .body")
+    answer.filter(has_text="sample 1: the answer is 8").wait_for()
+    page.wait_for_selector("#send:not([disabled])")
+    assert page.locator(".layer.proposer").count() == 1
+    cards = page.locator(".layer.proposer .agent-card")
+    assert cards.count() == 5
+    texts = [cards.nth(i).locator(".text").inner_text() for i in range(5)]
+    assert texts == [f"sample {seed}: the answer is {'78788'[seed]}" for seed in range(5)]
+    assert all("done" in (cards.nth(i).get_attribute("class") or "") for i in range(5))
+    assert page.locator(".layer.proposer .tally").inner_text() == "5 answered"
 
 
 def test_failed_agents_and_errors_are_shown(serve: ServeFactory, page: Any) -> None:

@@ -11,8 +11,9 @@ import openai
 import pytest
 from server_helpers import ANSWER, ServeFactory, fake_mixture
 
-from moa import ProviderStatusError
-from moa.testing import FakeProvider
+from moa import Mixture, MixtureSpec, ProviderRegistry, ProviderStatusError
+from moa.testing import FakeProvider, FunctionProvider
+from moa.types import CompletionRequest
 
 USER = [{"role": "user", "content": "What is 2 + 2?"}]
 
@@ -88,6 +89,32 @@ def test_failed_agents_are_reported(serve: ServeFactory) -> None:
         "ok": 2,
         "failed": 1,
     }
+
+
+def test_a_layer_drawn_in_two_waves_is_done_once_with_all_five_samples(
+    serve: ServeFactory,
+) -> None:
+    def sample(request: CompletionRequest) -> str:
+        seed = request.params.seed or 0
+        return f"sample {seed}: the answer is {'78788'[seed]}"
+
+    strategy = {"type": "vote", "samples": 5, "greedy_first": True, "adaptive": True}
+    spec = MixtureSpec.model_validate({"aggregator": {"model": "fake:m"}, "strategy": strategy})
+    vote = Mixture(spec, ProviderRegistry().add("fake", FunctionProvider(sample)))
+    chunks = sse_chunks(serve(mixtures={"fake-moa": vote}), {"moa": {"progress": True}})
+    events = progress_of(chunks)
+    assert [e["type"] for e in events] == [
+        "layer_started",
+        *["agent_done"] * 3,
+        "layer_started",
+        *["agent_done"] * 2,
+        "layer_done",
+    ]
+    first, more = (e for e in events if e["type"] == "layer_started")
+    assert (first["layer"], first["first_index"], len(first["agents"])) == (1, 0, 3)
+    assert (more["layer"], more["first_index"], len(more["agents"])) == (1, 3, 2)
+    assert sorted(e["index"] for e in events if e["type"] == "agent_done") == [0, 1, 2, 3, 4]
+    assert events[-1] == {"type": "layer_done", "layer": 1, "ok": 5, "failed": 0}
 
 
 def test_sdk_reads_a_progress_stream(serve: ServeFactory) -> None:

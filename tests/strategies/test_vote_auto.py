@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moa import Mixture, MixtureSpec, ProviderRegistry, TextDelta
+from moa import (
+    AgentDone,
+    Event,
+    LayerDone,
+    LayerStarted,
+    Mixture,
+    MixtureSpec,
+    ProviderRegistry,
+    TextDelta,
+)
 from moa.config import parse_config
 from moa.errors import ConfigError
 from moa.testing import FunctionProvider
@@ -62,6 +71,51 @@ async def test_an_open_first_wave_draws_the_rest_into_the_same_layer() -> None:
     assert [a.agent for a in layer.agents] == [f"sample {i}" for i in range(1, 6)]
     assert [a.index for a in layer.agents] == [0, 1, 2, 3, 4]
     assert result.usage.calls == 5
+
+
+def layer_events(events: list[Event]) -> list[tuple[str, int, tuple[str, ...]]]:
+    """What a consumer is told of the proposer layers: each event, its layer, its agents."""
+    seen: list[tuple[str, int, tuple[str, ...]]] = []
+    for event in events:
+        if isinstance(event, LayerStarted):
+            agents = tuple(f"{event.first_index + i}: {a}" for i, a in enumerate(event.agents))
+            seen.append(("started", event.layer, agents))
+        elif isinstance(event, AgentDone):
+            seen.append(
+                ("agent", event.result.layer, (f"{event.result.index}: {event.result.agent}",))
+            )
+        elif isinstance(event, LayerDone):
+            agents = tuple(f"{a.index}: {a.agent}" for a in event.layer.agents)
+            seen.append(("done", event.layer.index, agents))
+    return seen
+
+
+async def test_the_second_wave_joins_the_layer_which_is_done_once_with_every_sample() -> None:
+    events = [
+        e async for e in mixture(by_seed(["7", "8", "7", "8", "8"]), adaptive=True).astream(MATH)
+    ]
+    sample = [f"{i}: sample {i + 1}" for i in range(5)]
+    assert layer_events(events) == [
+        ("started", 1, tuple(sample[:3])),
+        *(("agent", 1, (one,)) for one in sample[:3]),
+        ("started", 1, tuple(sample[3:])),
+        *(("agent", 1, (one,)) for one in sample[3:]),
+        ("done", 1, tuple(sample)),
+    ]
+    result = events[-1].result  # type: ignore[union-attr]
+    assert result.layers[0] == next(e.layer for e in events if isinstance(e, LayerDone))
+
+
+async def test_a_vote_decided_by_the_first_wave_reports_that_wave_alone() -> None:
+    events = [
+        e async for e in mixture(by_seed(["7", "7", "7", "8", "8"]), adaptive=True).astream(MATH)
+    ]
+    sample = [f"{i}: sample {i + 1}" for i in range(3)]
+    assert layer_events(events) == [
+        ("started", 1, tuple(sample)),
+        *(("agent", 1, (one,)) for one in sample),
+        ("done", 1, tuple(sample)),
+    ]
 
 
 @settings(max_examples=150, deadline=None)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -179,4 +180,4 @@ def batch_command(
             + f"; {summary.wall_s:.1f}s wall time"
         )
         if summary.complete:
-            console.print(f"output: {output}")
+            console.print(f"output: {escape(str(output))}")

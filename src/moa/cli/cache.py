@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from moa.cli.common import reporting_errors
 from moa.errors import ConfigError
@@ -48,12 +50,13 @@ def show(path: CacheOption = DEFAULT_CACHE) -> None:
         counts = store.counts()
         store.close()
     total = sum(n for n, _ in counts.values())
-    table = Table(title=f"{total} calls in {store.path}", title_justify="left", box=None)
+    title = f"{total} calls in {escape(str(store.path))}"
+    table = Table(title=title, title_justify="left", box=None)
     table.add_column("model id", style="bold")
     table.add_column("calls", justify="right")
     table.add_column("completion tokens", justify="right")
     for model, (n, tokens) in counts.items():
-        table.add_row(model, str(n), f"{tokens:,}")
+        table.add_row(Text(model), str(n), f"{tokens:,}")
     console.print(table)
 
 
@@ -73,7 +76,7 @@ def export(
         store = _store(path, must_exist=True)
         count = export_calls(store, file, models=models or ())
         store.close()
-    Console(stderr=True, highlight=False).print(f"exported {count} calls to {file}")
+    Console(stderr=True, highlight=False).print(f"exported {count} calls to {escape(str(file))}")
 
 
 @cache_app.command("import")
@@ -89,5 +92,6 @@ def import_(
         added, total = import_calls(store, file)
         store.close()
     Console(stderr=True, highlight=False).print(
-        f"imported {added} of {total} calls into {store.path} ({total - added} were there)"
+        f"imported {added} of {total} calls into {escape(str(store.path))} "
+        f"({total - added} were there)"
     )

@@ -63,9 +63,9 @@ class _ProgressObserver:
                 self.console.print(f"resuming: {done} of {total} items already done")
 
     def phase(self, text: str) -> None:
-        self.progress.update(self.task_id, description=text)
+        self.progress.update(self.task_id, description=escape(text))
         if not self.live:
-            self.console.print(f"== {text}")
+            self.console.print(f"== {escape(text)}")
 
     def finished(self, record: dict[str, Any]) -> None:
         self.done += 1
@@ -78,7 +78,8 @@ class _ProgressObserver:
         score = record.get("score")
         shown = "error" if record.get("error") else ("–" if score is None else f"{score:g}")
         self.console.print(
-            f"[{self.done}/{self.total}] {record['system']} item {record['item_id']}: "
+            f"[{self.done}/{self.total}] {escape(record['system'])} "
+            f"item {escape(str(record['item_id']))}: "
             f"score {shown}, {record.get('latency_s', 0):.1f}s; ETA {eta / 60:.0f} min",
             highlight=False,
         )
@@ -257,7 +258,7 @@ def eval_command(
             actor_cpus=actor_cpus,
         )
         run = EvalRun(options)
-        names = ", ".join(s.name for s in run.systems)
+        names = escape(", ".join(s.name for s in run.systems))
         console.print(
             f"{len(run.items)} items × systems: {names} (+ Self-MoA of the best single)"
             if run.self_moa_wanted
@@ -312,7 +313,7 @@ def _report(folder: Path, console: Console, judge_validation: Path | None = None
     for system in summary.ranked():
         if system.score is not None:
             console.print(
-                f"  {system.name}: {system.score.mean:.1f} "
+                f"  {escape(system.name)}: {system.score.mean:.1f} "
                 f"[{system.score.low:.1f}, {system.score.high:.1f}] over {system.n} items"
             )
-    console.print(f"report: {folder / 'report.md'}")
+    console.print(f"report: {escape(str(folder / 'report.md'))}")

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from moa.cli.common import command_line, progress_bar, reporting_errors
 from moa.providers.cache import DEFAULT_CACHE
@@ -86,7 +87,7 @@ def validate(
         )
         check = JudgeCheck(options)
         console.print(
-            f"validating {judge} on {items} instructions (weak model {weak}); "
+            f"validating {escape(judge)} on {items} instructions (weak model {escape(weak)}); "
             f"{items} answers and {3 * items} pairs, each judged in both orders"
         )
         with _Progress(console) as progress:
@@ -113,13 +114,13 @@ class _Progress:
         self.bar.stop()
 
     def __call__(self, phase: str, done: int, total: int) -> None:
-        self.bar.update(self.task, description=phase, completed=done, total=total)
+        self.bar.update(self.task, description=escape(phase), completed=done, total=total)
         if self.console.is_terminal:
             return
         step = max(1, total // 10)
         if phase != self.phase or done == total or done % step == 0:
             self.phase = phase
-            self.console.print(f"{phase}: {done}/{total}")
+            self.console.print(f"{escape(phase)}: {done}/{total}")
 
 
 def _summary(document: dict[str, Any], out: Path, console: Console) -> None:
@@ -146,7 +147,6 @@ def _summary(document: dict[str, Any], out: Path, console: Console) -> None:
     )
     console.print(f"  position consistency: {pct(consistency)}")
     verdict = "[bold green]validated[/]" if document["validated"] else "[bold red]NOT validated[/]"
-    console.print(f"judge {document['judge']['spec']}: {verdict}")
-    console.print(
-        f"report: {out / 'report.md'}; use: --judge-validation {out / 'judge-validation.json'}"
-    )
+    console.print(f"judge {escape(document['judge']['spec'])}: {verdict}")
+    report, validation = escape(str(out / "report.md")), escape(str(out / "judge-validation.json"))
+    console.print(f"report: {report}; use: --judge-validation {validation}")

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -127,8 +128,8 @@ def _table(runs: list[StoredRun], title: str) -> Table:
         table.add_row(
             run.id[:10],
             when,
-            row["mixture"],
-            question,
+            Text(row["mixture"]),
+            Text(question),
             f"{tokens:,}",
             cost,
             f"{row['latency_s']:.2f}s",
@@ -162,7 +163,7 @@ def logs(
     if as_json:
         typer.echo(json.dumps([run.summary() for run in runs], indent=2, ensure_ascii=False))
         return
-    title = f"{len(runs)} of {total} runs in {store.path}"
+    title = f"{len(runs)} of {total} runs in {escape(str(store.path))}"
     Console(highlight=False).print(_table(runs, title))
 
 
@@ -171,10 +172,11 @@ def show_run(run: StoredRun, console: Console, out: object = None) -> None:
     row = run.row
     when = datetime.fromtimestamp(row["created"]).strftime("%Y-%m-%d %H:%M:%S")
     replay = f", replay of {row['replay_of'][:10]}" if row["replay_of"] else ""
-    console.print(
-        f"[dim]run {run.id} · {when} · {row['source']}{replay} · mixture {row['mixture']} "
-        f"({row['mixture_hash']}) · trace {row['trace_id']}[/]"
+    header = (
+        f"run {run.id} · {when} · {row['source']}{replay} · mixture {row['mixture']} "
+        f"({row['mixture_hash']}) · trace {row['trace_id']}"
     )
+    console.print(Text(header, style="dim"))
     for message in run.messages:
         console.print(Panel(Text(message.content), title=message.role, border_style="dim"))
     printer = EventPrinter(show_layers=True, out=out)  # type: ignore[arg-type]
@@ -239,7 +241,7 @@ def export(
                 sink.close()
             store.close()
     if output:
-        err_console.print(f"{count} run(s) written to {output}", highlight=False)
+        err_console.print(f"{count} run(s) written to {escape(str(output))}", highlight=False)
 
 
 def _replay_config(run: StoredRun, preset: str | None, config: Path | None) -> MixtureConfig:
@@ -290,8 +292,8 @@ def replay(
                     new = event.result
     assert new is not None
     table = Table(box=None, expand=True, show_lines=False)
-    table.add_column(f"before: {old.row['mixture']} (run {old.id[:10]})", ratio=1)
-    table.add_column(f"now: {new.mixture}", ratio=1)
+    table.add_column(Text(f"before: {old.row['mixture']} (run {old.id[:10]})"), ratio=1)
+    table.add_column(Text(f"now: {new.mixture}"), ratio=1)
     table.add_row(
         Text(old.row["output"] or f"(no answer: {old.row['error'] or 'cancelled'})"),
         Text(new.output),

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -18,6 +19,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from moa.cli.common import reporting_errors
 from moa.config import MixtureConfig, load_config, preset_names
@@ -99,14 +101,14 @@ def show(directory: DirOption = None) -> None:
         try:
             spec = load_config(name).spec()
         except MoAError as exc:
-            presets.add_row(name, "-", f"[red]invalid: {exc}[/]")
+            presets.add_row(Text(name), "-", Text(f"invalid: {exc}", style="red"))
             continue
-        presets.add_row(name, *_preset_shape(spec))
+        presets.add_row(Text(name), *map(Text, _preset_shape(spec)))
     console.print(presets)
     console.print()
 
     folder = directory or model_dir()
-    catalog = Table(title=f"local models in {folder}", title_justify="left", box=None)
+    catalog = Table(title=f"local models in {escape(str(folder))}", title_justify="left", box=None)
     catalog.add_column("model id", style="bold", no_wrap=True)
     catalog.add_column("size", justify="right", no_wrap=True)
     catalog.add_column("status", no_wrap=True)
@@ -125,7 +127,7 @@ def show(directory: DirOption = None) -> None:
             f"local:{model.name}",
             _size(status.size if status.installed else model.size),
             state,
-            status.path.name,
+            Text(status.path.name),
         )
     console.print(catalog)
     if missing:
@@ -189,11 +191,12 @@ def pull_command(
                 task = progress.add_task(model.name, total=model.size)
                 path = pull(model, folder, progress=_reporter(progress, task), force=force)
                 progress.update(task, description=f"{model.name}: ok", completed=model.size)
-                console.print(f"{model.name}: verified, sha256 {model.sha256}\n  {path}")
+                shown = escape(str(path))
+                console.print(f"{model.name}: verified, sha256 {model.sha256}\n  {shown}")
 
 
 def _reporter(progress: Progress, task: TaskID) -> Callable[[str, int, int], None]:
     def report(description: str, done: int, total: int) -> None:
-        progress.update(task, description=description, completed=done, total=total)
+        progress.update(task, description=escape(description), completed=done, total=total)
 
     return report

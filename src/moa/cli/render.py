@@ -74,7 +74,8 @@ class EventPrinter:
             self.out.flush()
         elif isinstance(event, LayerStarted) and self.show_layers:
             label = "aggregator" if event.role == "aggregator" else f"layer {event.layer}"
-            self.console.rule(f"{label}: {len(event.agents)} agent(s)")
+            more = " more" if event.first_index else ""  # a later wave of the same layer
+            self.console.rule(f"{label}: {len(event.agents)}{more} agent(s)")
         elif isinstance(event, AgentDone | AgentFailed) and self.show_layers:
             if event.result.role == "proposer" or not event.result.ok:
                 self.console.print(self._panel(event.result))

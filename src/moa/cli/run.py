@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from moa.cli.common import ConfigOption, PresetOption, choose_config, read_prompt, reporting_errors
 from moa.cli.recording import LogContentOption, NoLogOption, recorded_stream, run_log
@@ -90,7 +91,7 @@ def _chat_loop(
 ) -> None:
     history: list[Message] = []
     printer = EventPrinter(show_layers=show_layers)
-    printer.console.print(f"[dim]mixture {mixture.name}; /reset, /exit[/]")
+    printer.console.print(f"[dim]mixture {escape(mixture.name)}; /reset, /exit[/]")
     while True:
         try:
             line = input("you> ").strip()

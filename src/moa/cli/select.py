@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -13,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from moa.cli.common import progress_bar, reporting_errors
+from moa.cli.common import command_line, progress_bar, reporting_errors
 from moa.config import load_config
 from moa.errors import ConfigError
 
@@ -73,6 +71,7 @@ class _ItemProgress:
 
 
 def select_command(
+    ctx: typer.Context,
     models: Annotated[
         list[str],
         typer.Option("--model", "-m", help="A candidate model id (repeat for each one)."),
@@ -206,7 +205,7 @@ def select_command(
         def log(text: str) -> None:
             console.print(f"[dim]{time.monotonic() - started:7.0f}s[/] {escape(text)}")
 
-        command = "moa select " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else ""
+        command = command_line(ctx, "moa", "select")
         if len(several) == 1:
             run = SelectRun(
                 options,
@@ -236,6 +235,6 @@ def select_command(
                 chosen = asyncio.run(joint.arun(log=log, progress=progress))
             paths = write_multi_outputs(chosen, joint, out, command=command)
             verdict = chosen.verdict
-    console.print(f"[bold]{verdict}[/]")
+    console.print(f"[bold]{escape(verdict)}[/]")
     for label, path in paths.items():
-        console.print(f"{label}: {path}")
+        console.print(f"{label}: {escape(str(path))}")

@@ -150,8 +150,8 @@ def serve(
         names = catalog.names()
         url = f"http://{host}:{port}"
         err_console.print(
-            f"moa: serving {len(names)} mixture(s) ({', '.join(names)}) at {url}/v1; "
-            f"playground at {url}/",
+            f"moa: serving {len(names)} mixture(s) ({escape(', '.join(names))}) "
+            f"at {escape(url)}/v1; playground at {escape(url)}/",
             highlight=False,
         )
         for name in names:
@@ -163,7 +163,7 @@ def serve(
                 )
         if not keys:
             err_console.print(
-                f"[yellow]no API key required[/] (set {api_key_env} to require one)",
+                f"[yellow]no API key required[/] (set {escape(api_key_env)} to require one)",
                 highlight=False,
             )
         target: object = app

@@ -8,7 +8,9 @@ import typer
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from moa.engine.strategy import get_strategy, strategy_names
 
@@ -24,13 +26,13 @@ def _default(field: Any) -> str:
 
 
 def _options_table(name: str, options: type[BaseModel]) -> Table:
-    table = Table(title=f"strategy: {{type: {name}, ...}}", title_justify="left")
+    table = Table(title=f"strategy: {{type: {escape(name)}, ...}}", title_justify="left")
     table.add_column("option")
     table.add_column("default")
     table.add_column("meaning")
     for field_name, field in options.model_fields.items():
         meaning = (field.description or "").strip().replace("``", "`")
-        table.add_row(field_name, _default(field), meaning)
+        table.add_row(field_name, Text(_default(field)), Text(meaning))
     return table
 
 
@@ -45,17 +47,17 @@ def strategies(
         try:
             entry = get_strategy(name)
         except KeyError as exc:
-            console.print(f"[bold red]error:[/] {exc.args[0]}")
+            console.print(f"[bold red]error:[/] {escape(str(exc.args[0]))}")
             raise typer.Exit(2) from exc
-        console.print(entry.summary)
+        console.print(Text(entry.summary))
         console.print(_options_table(name, entry.options))
         if "roles" in entry.options.model_fields:
             from moa.strategies.common import role_names
 
-            console.print(f"shipped roles: {', '.join(role_names())}")
+            console.print(Text(f"shipped roles: {', '.join(role_names())}"))
         return
     table = Table("strategy", "what it does")
     for strategy in strategy_names():
-        table.add_row(strategy, get_strategy(strategy).summary)
+        table.add_row(strategy, Text(get_strategy(strategy).summary))
     console.print(table)
     console.print("[dim]moa strategies NAME shows its options; docs/strategies.md has examples[/]")

@@ -125,9 +125,22 @@ class RunContext:
     # -- the two building blocks ----------------------------------------------------------
 
     async def run_layer(
-        self, layer: int, spec: LayerSpec, references: Sequence[Reference]
+        self,
+        layer: int,
+        spec: LayerSpec,
+        references: Sequence[Reference],
+        *,
+        more: Callable[[LayerResult], Sequence[AgentSpec]] | None = None,
     ) -> LayerResult:
-        """Run every agent of ``spec`` concurrently; raise :class:`QuorumError` below ``min_ok``."""
+        """Run every agent of ``spec`` concurrently; raise :class:`QuorumError` below ``min_ok``.
+
+        With ``more`` the layer is drawn in waves (an adaptive vote): once the quorum is
+        met, ``more`` is shown the layer so far and names the agents to add to it, until
+        it names none. Each added call is the one it would have been had the agent been
+        in the layer from the start (same position, same conversation). Every wave is
+        announced by a :class:`LayerStarted`; :class:`LayerDone` comes once, with every
+        agent in order.
+        """
         calls = [
             self.agent_call(agent, layer=layer, index=i, role="proposer", references=references)
             for i, agent in enumerate(spec.agents)
@@ -139,35 +152,37 @@ class RunContext:
         else:
             results = await asyncio.gather(*(self._run_agent(call) for call in calls))
         result = LayerResult(layer, tuple(results), spec.min_ok, notes)
+        if more is not None and len(result.answers) >= spec.min_ok:
+            result = await self._add_waves(result, more, references)
         self.layers.append(result)
         self.emit(LayerDone(result))
         if len(result.answers) < spec.min_ok:
             raise QuorumError(layer, spec.min_ok, result.failures)
         return result
 
-    async def extend_layer(
-        self, agents: Sequence[AgentSpec], references: Sequence[Reference] = ()
+    async def _add_waves(
+        self,
+        result: LayerResult,
+        more: Callable[[LayerResult], Sequence[AgentSpec]],
+        references: Sequence[Reference],
     ) -> LayerResult:
-        """Run ``agents`` as more members of the last layer, after the ones it has.
-
-        For a layer drawn in waves (an adaptive vote): each call is the one it would
-        have been had the agent been in the layer from the start (same position,
-        same conversation), and the layer's result then holds every agent in order.
-        """
-        last = self.layers[-1]
-        start = len(last.agents)
-        calls = [
-            self.agent_call(
-                agent, layer=last.index, index=start + i, role="proposer", references=references
-            )
-            for i, agent in enumerate(agents)
-        ]
-        self.emit(LayerStarted(last.index, "proposer", tuple(c.label for c in calls)))
-        results = await asyncio.gather(*(self._run_agent(call) for call in calls))
-        merged = LayerResult(last.index, (*last.agents, *results), last.min_ok, last.notes)
-        self.layers[-1] = merged
-        self.emit(LayerDone(merged))
-        return merged
+        while agents := more(result):
+            start = len(result.agents)
+            calls = [
+                self.agent_call(
+                    agent,
+                    layer=result.index,
+                    index=start + i,
+                    role="proposer",
+                    references=references,
+                )
+                for i, agent in enumerate(agents)
+            ]
+            labels = tuple(c.label for c in calls)
+            self.emit(LayerStarted(result.index, "proposer", labels, first_index=start))
+            added = await asyncio.gather(*(self._run_agent(call) for call in calls))
+            result = replace(result, agents=(*result.agents, *added))
+        return result
 
     async def _run_agent(
         self, call: AgentCall, progress: CallProgress | None = None

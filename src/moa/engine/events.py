@@ -21,15 +21,28 @@ __all__ = [
 
 @dataclass(frozen=True)
 class LayerStarted:
-    """A layer (or the aggregation stage) starts; ``agents`` are the labels of its agents."""
+    """A layer (or the aggregation stage) starts; ``agents`` are the labels of its agents.
+
+    A layer drawn in waves (an adaptive vote) starts once per wave: a later wave names only
+    the agents it adds, and ``first_index`` is the position of the first of them in the
+    layer (the count of agents already in it). The layer's :class:`LayerDone` comes once,
+    after its last wave.
+    """
 
     type: ClassVar[Literal["layer_started"]] = "layer_started"
     layer: int
     role: Literal["proposer", "aggregator"]
     agents: tuple[str, ...]
+    first_index: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "layer": self.layer, "role": self.role, "agents": self.agents}
+        return {
+            "type": self.type,
+            "layer": self.layer,
+            "role": self.role,
+            "agents": self.agents,
+            "first_index": self.first_index,
+        }
 
 
 @dataclass(frozen=True)
@@ -76,7 +89,10 @@ class AgentFailed:
 
 @dataclass(frozen=True)
 class LayerDone:
-    """Every agent of a layer has finished (answered, failed or been stopped)."""
+    """Every agent of a layer has finished (answered, failed or been stopped); once a layer.
+
+    ``layer`` holds all of them, every wave's agents included.
+    """
 
     type: ClassVar[Literal["layer_done"]] = "layer_done"
     layer: LayerResult

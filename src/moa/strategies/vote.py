@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -31,8 +32,8 @@ from moa.answers import AnswerKind, extract_answer
 from moa.code_examples import code_examples
 from moa.engine.context import RunContext
 from moa.engine.references import Reference
-from moa.engine.result import AgentResult
-from moa.engine.spec import LayerSpec
+from moa.engine.result import AgentResult, LayerResult
+from moa.engine.spec import AgentSpec, LayerSpec
 from moa.engine.strategy import Strategy, register_strategy
 from moa.question_kind import QuestionKind, last_user_text, question_kind
 from moa.strategies.code_check import checked_code
@@ -122,23 +123,28 @@ async def _adaptive_samples(
     """The samples in two waves: the first wave, then the rest if the winner is still open.
 
     The vote stops after the first wave when no later votes could change its winner, or
-    when every sample of the wave states the same answer.
+    when every sample of the wave states the same answer. Both waves make one layer.
     """
     layer = sample_layer(ctx, options)
     assert layer is not None  # the options' validator requires samples
     agents = layer.agents
+
+    def rest(drawn: LayerResult) -> Sequence[AgentSpec]:
+        """The samples not drawn yet, or none when the votes so far decide the winner."""
+        count = len(drawn.agents)
+        remaining = agents[count:]
+        if not remaining:
+            return ()
+        votes, _ = tally(ctx.references_of(drawn.agents), options, kind)
+        unanimous = len(votes) == 1 and sum(votes.values()) == count >= options.min_votes
+        if unanimous or decided(votes, options.min_votes, len(remaining)):
+            ctx.notes.append(f"adaptive vote: decided after {count} of {len(agents)} samples")
+            return ()
+        return remaining
+
     wave = options.first_wave or len(agents) // 2 + 1
-    result = await ctx.run_layer(1, LayerSpec(agents=agents[:wave]), ())
-    references = ctx.references_of(result.agents)
-    votes, _ = tally(references, options, kind)
-    remaining = len(agents) - wave
-    unanimous = len(votes) == 1 and sum(votes.values()) == wave >= options.min_votes
-    if remaining and not (unanimous or decided(votes, options.min_votes, remaining)):
-        result = await ctx.extend_layer(agents[wave:])
-        references = ctx.references_of(result.agents)
-    elif remaining:
-        ctx.notes.append(f"adaptive vote: decided after {wave} of {len(agents)} samples")
-    return references
+    result = await ctx.run_layer(1, LayerSpec(agents=agents[:wave]), (), more=rest)
+    return ctx.references_of(result.agents)
 
 
 async def _first_sample_alone(

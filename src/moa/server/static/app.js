@@ -85,15 +85,29 @@ function resetGraph() {
   state.answerCard = null;
 }
 
+function layerSection(layer, role) {
+  return [...$("layers").querySelectorAll(".layer")].find(
+    (section) => section.dataset.layer === String(layer) && (!role || section.classList.contains(role)),
+  );
+}
+
+// A layer drawn in waves (an adaptive vote) starts once per wave: a later wave
+// (first_index > 0) adds its cards to the layer's section, after the ones it has.
 function layerStarted(event, heading) {
   $("graph-empty").hidden = true;
-  const section = el("div", "layer " + event.role);
-  section.dataset.layer = event.layer;
-  const title = el("h3", "", heading || (event.role === "aggregator" ? "Aggregator" : "Layer " + event.layer));
-  title.append(el("span", "tally"));
-  const cards = el("div", "cards");
-  section.append(title, cards);
-  event.agents.forEach((label, index) => {
+  const first = event.first_index || 0;
+  let section = first ? layerSection(event.layer, event.role) : null;
+  if (!section) {
+    section = el("div", "layer " + event.role);
+    section.dataset.layer = event.layer;
+    const title = el("h3", "", heading || (event.role === "aggregator" ? "Aggregator" : "Layer " + event.layer));
+    title.append(el("span", "tally"));
+    section.append(title, el("div", "cards"));
+    $("layers").append(section);
+  }
+  const cards = section.querySelector(".cards");
+  event.agents.forEach((label, offset) => {
+    const index = first + offset;
     const card = el("article", "agent-card working");
     card.dataset.layer = event.layer;
     card.dataset.index = index;
@@ -102,7 +116,6 @@ function layerStarted(event, heading) {
     state.cards.set(event.layer + ":" + index, card);
     if (event.role === "aggregator") state.answerCard = card;
   });
-  $("layers").append(section);
 }
 
 function cardOf(event) {
@@ -129,8 +142,9 @@ function agentFinished(event) {
 }
 
 function layerDone(event) {
-  const section = document.querySelector('.layer[data-layer="' + event.layer + '"] .tally');
-  if (section) section.textContent = event.ok + " answered" + (event.failed ? ", " + event.failed + " failed" : "");
+  const section = layerSection(event.layer);
+  const tally = section && section.querySelector(".tally");
+  if (tally) tally.textContent = event.ok + " answered" + (event.failed ? ", " + event.failed + " failed" : "");
 }
 
 function totalsText(done) {
