@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from moa.engine.breaker import breaker_for
@@ -130,16 +130,16 @@ class RunContext:
         spec: LayerSpec,
         references: Sequence[Reference],
         *,
-        more: Callable[[LayerResult], Sequence[AgentSpec]] | None = None,
+        more: Callable[[LayerResult], Awaitable[Sequence[AgentSpec]]] | None = None,
     ) -> LayerResult:
         """Run every agent of ``spec`` concurrently; raise :class:`QuorumError` below ``min_ok``.
 
-        With ``more`` the layer is drawn in waves (an adaptive vote): once the quorum is
-        met, ``more`` is shown the layer so far and names the agents to add to it, until
-        it names none. Each added call is the one it would have been had the agent been
-        in the layer from the start (same position, same conversation). Every wave is
-        announced by a :class:`LayerStarted`; :class:`LayerDone` comes once, with every
-        agent in order.
+        With ``more`` (a coroutine function) the layer is drawn in waves (an adaptive
+        vote, a code check): once the quorum is met, ``more`` is shown the layer so far
+        and names the agents to add to it, until it names none. Each added call is the
+        one it would have been had the agent been in the layer from the start (same
+        position, same conversation). Every wave is announced by a :class:`LayerStarted`;
+        :class:`LayerDone` comes once, with every agent in order.
         """
         calls = [
             self.agent_call(agent, layer=layer, index=i, role="proposer", references=references)
@@ -163,10 +163,10 @@ class RunContext:
     async def _add_waves(
         self,
         result: LayerResult,
-        more: Callable[[LayerResult], Sequence[AgentSpec]],
+        more: Callable[[LayerResult], Awaitable[Sequence[AgentSpec]]],
         references: Sequence[Reference],
     ) -> LayerResult:
-        while agents := more(result):
+        while agents := await more(result):
             start = len(result.agents)
             calls = [
                 self.agent_call(

@@ -23,8 +23,8 @@ from functools import cache
 
 from moa.code_examples import CodeExamples, ExamplesResult, check_reply, describe
 from moa.engine.context import RunContext
-from moa.engine.result import AgentResult
-from moa.engine.spec import LayerSpec
+from moa.engine.result import AgentResult, LayerResult
+from moa.engine.spec import AgentSpec, LayerSpec
 from moa.errors import ConfigError
 from moa.eval.sandbox import SandboxLimits, run_python
 from moa.strategies.common import StrategyOptions, finish, sample_layer
@@ -51,16 +51,6 @@ async def sandbox_protects_files() -> str | None:
     return await asyncio.to_thread(_probe)
 
 
-async def _check(
-    examples: CodeExamples, results: Sequence[AgentResult], timeout: float
-) -> list[tuple[AgentResult, ExamplesResult]]:
-    done = [r for r in results if r.ok]
-    scores = await asyncio.gather(
-        *(check_reply(examples, r.output or "", timeout=timeout) for r in done)
-    )
-    return list(zip(done, scores, strict=True))
-
-
 async def checked_code(
     ctx: RunContext, options: StrategyOptions, examples: CodeExamples, *, timeout: float
 ) -> AgentResult:
@@ -74,17 +64,26 @@ async def checked_code(
         return await ctx.aggregate((), agents[0], layer=1)
     count = len(examples.examples)
     ctx.notes.append(f"code check: {count} worked examples of {examples.entry_point}()")
-    result = await ctx.run_layer(1, LayerSpec(agents=agents[:1]), ())
-    checked = await _check(examples, result.agents, timeout)
-    if not any(score.all_passed for _, score in checked) and len(agents) > 1:
-        result = await ctx.extend_layer(agents[1:])
-        checked += await _check(examples, result.agents[1:], timeout)
-    if not checked:
+    scores: dict[int, ExamplesResult] = {}
+
+    async def rest(drawn: LayerResult) -> Sequence[AgentSpec]:
+        """Check the samples not checked yet; the samples not drawn, unless one passed."""
+        new = [(i, r) for i, r in enumerate(drawn.agents) if r.ok and i not in scores]
+        results = await asyncio.gather(
+            *(check_reply(examples, r.output or "", timeout=timeout) for _, r in new)
+        )
+        scores.update((i, score) for (i, _), score in zip(new, results, strict=True))
+        if any(score.all_passed for score in scores.values()):
+            return ()
+        return agents[len(drawn.agents) :]
+
+    result = await ctx.run_layer(1, LayerSpec(agents=agents[:1]), (), more=rest)
+    if not scores:
         ctx.notes.append("code check: no sample answered; the aggregator answers alone")
         return await ctx.aggregate(())
-    best = max(range(len(checked)), key=lambda i: (checked[i][1].passed, -i))
-    chosen, score = checked[best]
-    summary = ", ".join(f"{r.agent}: {describe(s)}" for r, s in checked)
-    note = f"code check: {summary}; {chosen.agent} answers ({score.passed}/{count})"
+    best = max(scores, key=lambda i: (scores[i].passed, -i))
+    chosen = result.agents[best]
+    summary = ", ".join(f"{result.agents[i].agent}: {describe(s)}" for i, s in scores.items())
+    note = f"code check: {summary}; {chosen.agent} answers ({scores[best].passed}/{count})"
     ctx.notes.append(note)
     return finish(ctx, chosen.output or "", name="code check", notes=(note,))

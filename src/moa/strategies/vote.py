@@ -129,7 +129,7 @@ async def _adaptive_samples(
     assert layer is not None  # the options' validator requires samples
     agents = layer.agents
 
-    def rest(drawn: LayerResult) -> Sequence[AgentSpec]:
+    async def rest(drawn: LayerResult) -> Sequence[AgentSpec]:
         """The samples not drawn yet, or none when the votes so far decide the winner."""
         count = len(drawn.agents)
         remaining = agents[count:]
