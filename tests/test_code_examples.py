@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from moa.code_examples import Example, check_reply, code_examples, describe
 
@@ -76,6 +78,7 @@ def test_examples_written_out_in_prose_are_read_when_they_are_literals() -> None
         '```python\ndef f(x):\n    """Doubles x."""\n```',  # no examples
         "```python\ndef f(x:\n    >>> f(1)\n```",  # does not parse
         "What is 2 + 2?",
+        DOCTEST_REQUEST + "\n" + "# padding\n" * 12_000,  # too long to be searched
     ],
 )
 def test_requests_without_usable_examples_have_none(text: str) -> None:
@@ -147,3 +150,37 @@ def even(x):
     found = code_examples(request)
     assert found is not None
     assert (await check_reply(found, "```python\ndef even(x):\n    return 1\n```")).passed == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=40),
+            st.sampled_from(
+                [
+                    "```python\n",
+                    "```\n",
+                    "def f(x):\n",
+                    '    """',
+                    "    >>> f(1)\n",
+                    "    1\n",
+                    "    f(2) == 2\n",
+                    "    f([1, (2,)]) ➞ true\n",
+                    "    >>> ",
+                    "((((",
+                    "[" * 300,
+                    "\\",
+                    "\t",
+                ]
+            ),
+        ),
+        max_size=12,
+    ).map("".join)
+)
+def test_any_text_gives_examples_or_none_and_never_raises(text: str) -> None:
+    found = code_examples(text)
+    if found is not None:
+        assert found.examples and found.entry_point
+        for example in found.examples:
+            compile(example.expression, "<example>", "eval")

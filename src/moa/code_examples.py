@@ -43,6 +43,8 @@ _ARROW = re.compile(
 )
 _WORDS = {"true": "True", "false": "False", "none": "None", "null": "None"}
 _MAX_EXAMPLES = 20
+_MAX_TEXT = 100_000
+"""Longer requests are not searched for examples (parsing runs on the event loop)."""
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,12 @@ class ExamplesResult:
 
 def code_examples(text: str) -> CodeExamples | None:
     """The examples of the last function in ``text``'s Python code that has some, if any."""
+    if len(text) > _MAX_TEXT:
+        return None
     for code in reversed(python_blocks(text)):
         try:
             module = ast.parse(code)
-        except (SyntaxError, ValueError):
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
             continue
         for node in reversed(module.body):
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -157,7 +161,7 @@ def _closing_paren(line: str, opening: int) -> int | None:
 def _literal_call(call: str, name: str) -> bool:
     try:
         node = ast.parse(call, mode="eval").body
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
         return False
@@ -177,7 +181,7 @@ def _is_literal(text: str) -> bool:
 def _compiles(source: str, mode: str) -> bool:
     try:
         compile(source, "<example>", mode, dont_inherit=True)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
     return True
 
