@@ -68,7 +68,7 @@ def _preset_shape(spec: MixtureSpec) -> tuple[str, str]:
     sizes = [samples] if samples else []
     shape = " + ".join(str(n) for n in [*sizes, *(len(layer.agents) for layer in spec.layers)])
     if getattr(options, "answer", None) == "auto":
-        shape = f"1 or {shape} (vote by request)"
+        shape = f"1 to {shape} (by request)"
     elif spec.strategy.type != "layered":
         shape = f"{shape or '0'} ({spec.strategy.type})"
     models = dict.fromkeys(a.model for layer in spec.layers for a in layer.agents)
