@@ -38,6 +38,7 @@ from moa.engine.strategy import Strategy, register_strategy
 from moa.question_kind import QuestionKind, last_user_text, question_kind
 from moa.strategies.code_check import checked_code
 from moa.strategies.common import StrategyOptions, finish, run_layers, sample_layer
+from moa.strategies.program_vote import ProgramAnswer, program_text, samples_and_program
 from moa.strategies.sliding import aggregate
 
 __all__ = ["VoteOptions", "tally", "vote"]
@@ -59,7 +60,12 @@ class VoteOptions(StrategyOptions):
     the request's worked examples, in the sandbox); any other request gets the first
     sample's reply alone."""
     check_timeout: float = Field(default=10.0, gt=0, le=300)
-    """Seconds a sample's code may run on a code request's examples before it is killed."""
+    """Seconds model-written code may run (a sample's code on a code request's examples,
+    the program of ``program_votes``) before it is killed."""
+    program_votes: float = Field(default=0.0, ge=0, le=64)
+    """With ``samples`` and a ``number`` answer: one more call writes a Python program that
+    prints the answer, run in the sandbox; what it prints counts as this many votes
+    (0: no program; below 1 it only breaks ties between the samples' answers)."""
     adaptive: bool = False
     """Draw the samples in two waves, the second only if the first leaves the winner open
     (the same outcome as drawing them all; needs ``samples`` and no configured layers)."""
@@ -88,6 +94,11 @@ class VoteOptions(StrategyOptions):
                 raise ValueError("first_wave only applies with adaptive: true")
             if self.samples is not None and self.first_wave > self.samples:
                 raise ValueError(f"first_wave ({self.first_wave}) exceeds samples ({self.samples})")
+        if self.program_votes:
+            if self.samples is None:
+                raise ValueError("program_votes needs samples: N (the vote's own samples)")
+            if self.adaptive:
+                raise ValueError("program_votes applies to the full vote, not with adaptive: true")
         return self
 
 
@@ -177,21 +188,35 @@ def vote(options: VoteOptions) -> Strategy:
             ctx.notes.append(f"vote: the request asks for a {kind}")
         else:
             kind = options.answer
-        if options.adaptive and not ctx.spec.layers:
+        program: ProgramAnswer | None = None
+        if options.program_votes and kind == "number" and not ctx.spec.layers:
+            samples, program = await samples_and_program(ctx, options, options.check_timeout)
+            references = ctx.references_of(samples)
+        elif options.adaptive and not ctx.spec.layers:
             references = await _adaptive_samples(ctx, options, kind)
         else:
             references = await run_layers(ctx, options)
         votes, first = tally(references, options, kind)
-        ranking = votes.most_common()
-        counts = ", ".join(f"{answer!r}: {n}" for answer, n in ranking) or "no answer found"
+        weights: dict[str, float] = dict(votes)
+        if program is not None:
+            ctx.notes.append(f"program vote: {program.detail}")
+            if program.answer is not None:
+                weights[program.answer] = weights.get(program.answer, 0) + options.program_votes
+        ranking = sorted(weights.items(), key=lambda pair: -pair[1])
+        counts = ", ".join(f"{answer!r}: {n:g}" for answer, n in ranking) or "no answer found"
         note = f"vote over {len(references)} answers: {counts}"
         ctx.notes.append(note)
         if ranking:
             top, top_votes = ranking[0]
             tied = len(ranking) > 1 and ranking[1][1] == top_votes
             if top_votes >= options.min_votes and (not tied or options.on_tie == "first"):
-                ctx.notes.append(f"vote: {top!r} wins with {top_votes} of {len(references)}")
-                return finish(ctx, references[first[top]].text, name="vote", notes=(note,))
+                ctx.notes.append(f"vote: {top!r} wins with {top_votes:g} of {len(references)}")
+                if top in first:
+                    text = references[first[top]].text
+                else:  # only the program gave it
+                    assert program is not None and program.reply is not None
+                    text = program_text(program)
+                return finish(ctx, text, name="vote", notes=(note,))
         ctx.notes.append("vote: no clear majority, the aggregator synthesizes")
         return await aggregate(ctx, references, policy=options.context)
 

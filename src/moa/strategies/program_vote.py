@@ -1,0 +1,88 @@
+"""A vote with one more voter that computes instead of reasoning: a program, run in the sandbox.
+
+Next to the vote's samples, one more call asks the same model for a Python
+program that prints the answer (program-aided reasoning). The program runs in
+the sandbox (:mod:`moa.eval.sandbox`), and the number it prints joins the vote
+with its own weight: below one vote it only breaks ties between the samples'
+answers, at one it is one more voter, above one it outweighs a single sample.
+Arithmetic the model gets wrong in prose it often gets right in code, and the
+two fail on different questions, which is what a vote needs.
+
+The program's code is model output: it runs only where the sandbox protects
+the user's files, and only what it prints on stdout is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moa.answers import extract_answer
+from moa.engine.context import RunContext
+from moa.engine.result import AgentResult
+from moa.engine.spec import AgentSpec, LayerSpec
+from moa.eval.code import python_blocks
+from moa.eval.sandbox import SandboxLimits, arun_python
+from moa.strategies.code_check import sandbox_protects_files
+from moa.strategies.common import StrategyOptions, prompt, sample_layer
+
+__all__ = ["ProgramAnswer", "program_agent", "program_text", "run_program", "samples_and_program"]
+
+
+@dataclass(frozen=True)
+class ProgramAnswer:
+    """What the program printed, the number read from it, and the reply that wrote it."""
+
+    answer: str | None
+    printed: str
+    reply: AgentResult | None
+    detail: str
+    """``printed N``, or why there is no answer (no reply, a timeout, the error's last line)."""
+
+
+def program_agent(ctx: RunContext, options: StrategyOptions) -> AgentSpec:
+    """The call that writes the program: the samples' model, greedy, with the program prompt."""
+    base = options.model or ctx.spec.aggregator.model_copy(update={"name": None})
+    count = options.sample_count or 0
+    update = {"temperature": 0.0, "seed": options.seed + count, "name": "program"}
+    return base.model_copy(update={**update, "system": prompt("program")})
+
+
+async def run_program(reply: AgentResult, timeout: float) -> ProgramAnswer:
+    """Run the code of ``reply`` in the sandbox and read the number it prints last."""
+    blocks = python_blocks(reply.output or "")
+    code = blocks[0] if blocks else (reply.output or "")
+    result = await arun_python(code, SandboxLimits(timeout=timeout))
+    printed = result.stdout.strip()
+    if not result.ok:
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        why = "timeout" if result.timed_out else (lines[-1][:200] if lines else "no output")
+        return ProgramAnswer(None, printed, reply, why)
+    last = printed.splitlines()[-1] if printed else ""
+    answer = extract_answer(last, "number")
+    return ProgramAnswer(answer, printed, reply, f"printed {last[:80]!r}")
+
+
+async def samples_and_program(
+    ctx: RunContext, options: StrategyOptions, timeout: float
+) -> tuple[list[AgentResult], ProgramAnswer]:
+    """The samples and the program, drawn as one layer; then the program runs."""
+    layer = sample_layer(ctx, options)
+    assert layer is not None  # the options' validator requires samples
+    refused = await sandbox_protects_files()
+    if refused is not None:
+        ctx.notes.append(f"program vote: not run, {refused}")
+        result = await ctx.run_layer(1, layer, ())
+        return list(result.agents), ProgramAnswer(None, "", None, "not run")
+    spec = LayerSpec(agents=[*layer.agents, program_agent(ctx, options)])
+    result = await ctx.run_layer(1, spec, ())
+    *samples, program = result.agents
+    if not program.ok:
+        return samples, ProgramAnswer(None, "", None, "the program call failed")
+    return samples, await run_program(program, timeout)
+
+
+def program_text(program: ProgramAnswer) -> str:
+    """The answer shown when the program's number wins alone: its code, and what it printed."""
+    code = (program.reply.output or "") if program.reply is not None else ""
+    printed = program.printed.splitlines()[-1][:200] if program.printed else ""
+    return f"{code.rstrip()}\n\nRunning it prints: {printed}\n\nThe answer is {program.answer}"
