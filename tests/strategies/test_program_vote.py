@@ -23,7 +23,7 @@ def provider(answers: list[str], program: str) -> FunctionProvider:
     """Sample ``i`` states ``answers[i]``; the program call writes ``program``."""
 
     def reply(request: CompletionRequest) -> str:
-        if request.messages[0].role == "system" and "Python program" in request.messages[0].content:
+        if "write a Python program" in request.messages[-1].content:
             return f"```python\n{program}\n```"
         return f"Reasoning {request.params.seed}. The answer is {answers[request.params.seed or 0]}"
 
@@ -41,9 +41,10 @@ async def test_below_one_vote_the_program_breaks_a_tie() -> None:
     result = await mixture(fake, program_votes=0.5).arun(QUESTION)
     assert result.output == "Reasoning 1. The answer is 12"
     assert result.usage.calls == 6
-    assert [a.agent for a in result.layers[0].agents][-1] == "program"
-    program_call = fake.calls[-1]
-    assert program_call.params.temperature == 0.0 and program_call.params.seed == 5
+    assert len(result.layers[0].agents) == 5
+    (program_call,) = [c for c in fake.calls if c.params.seed == 5]
+    assert program_call.params.temperature == 0.0
+    assert program_call.messages[-1].content.startswith(QUESTION + "\n\nDo not answer in prose.")
     assert any(n == "program vote: printed '12'" for n in result.notes)
     assert any("'12': 2.5, '7': 2, '5': 1" in n for n in result.notes)
 

@@ -1,7 +1,9 @@
 """A vote with one more voter that computes instead of reasoning: a program, run in the sandbox.
 
 Next to the vote's samples, one more call asks the same model for a Python
-program that prints the answer (program-aided reasoning). The program runs in
+program that prints the answer (program-aided reasoning); the request for a
+program follows the user's last message, in the same turn, so that it
+overrides an instruction there about the answer's form ("no code"). The program runs in
 the sandbox (:mod:`moa.eval.sandbox`), and the number it prints joins the vote
 with its own weight: below one vote it only breaks ties between the samples'
 answers, at one it is one more voter, above one it outweighs a single sample.
@@ -14,16 +16,19 @@ the user's files, and only what it prints on stdout is read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from moa.answers import extract_answer
 from moa.engine.context import RunContext
 from moa.engine.result import AgentResult
-from moa.engine.spec import AgentSpec, LayerSpec
+from moa.engine.spec import AgentSpec
 from moa.eval.code import python_blocks
 from moa.eval.sandbox import SandboxLimits, arun_python
 from moa.strategies.code_check import sandbox_protects_files
-from moa.strategies.common import StrategyOptions, prompt, sample_layer
+from moa.strategies.common import StrategyOptions, prompt, run_extra, sample_layer
+from moa.types import Message
 
 __all__ = ["ProgramAnswer", "program_agent", "program_text", "run_program", "samples_and_program"]
 
@@ -40,11 +45,23 @@ class ProgramAnswer:
 
 
 def program_agent(ctx: RunContext, options: StrategyOptions) -> AgentSpec:
-    """The call that writes the program: the samples' model, greedy, with the program prompt."""
+    """The agent that writes the program: the samples' model, greedy."""
     base = options.model or ctx.spec.aggregator.model_copy(update={"name": None})
     count = options.sample_count or 0
-    update = {"temperature": 0.0, "seed": options.seed + count, "name": "program"}
-    return base.model_copy(update={**update, "system": prompt("program")})
+    return base.model_copy(
+        update={"temperature": 0.0, "seed": options.seed + count, "name": "program"}
+    )
+
+
+def program_messages(messages: Sequence[Message]) -> list[Message]:
+    """The conversation with the request for a program added to its last user message."""
+    last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+    asked = list(messages)
+    if last is None:
+        return [*asked, Message("user", prompt("program"))]
+    message = asked[last]
+    asked[last] = replace(message, content=f"{message.content}\n\n{prompt('program')}")
+    return asked
 
 
 async def run_program(reply: AgentResult, timeout: float) -> ProgramAnswer:
@@ -73,9 +90,15 @@ async def samples_and_program(
         ctx.notes.append(f"program vote: not run, {refused}")
         result = await ctx.run_layer(1, layer, ())
         return list(result.agents), ProgramAnswer(None, "", None, "not run")
-    spec = LayerSpec(agents=[*layer.agents, program_agent(ctx, options)])
-    result = await ctx.run_layer(1, spec, ())
-    *samples, program = result.agents
+    call = ctx.agent_call(
+        program_agent(ctx, options),
+        layer=1,
+        index=len(layer.agents),
+        role="proposer",
+        messages=program_messages(ctx.messages),
+    )
+    result, (program,) = await asyncio.gather(ctx.run_layer(1, layer, ()), run_extra(ctx, [call]))
+    samples = list(result.agents)
     if not program.ok:
         return samples, ProgramAnswer(None, "", None, "the program call failed")
     return samples, await run_program(program, timeout)
