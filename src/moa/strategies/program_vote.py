@@ -82,14 +82,13 @@ async def run_program(reply: AgentResult, timeout: float) -> ProgramAnswer:
 async def samples_and_program(
     ctx: RunContext, options: StrategyOptions, timeout: float
 ) -> tuple[list[AgentResult], ProgramAnswer]:
-    """The samples and the program, drawn as one layer; then the program runs."""
+    """The samples (one layer) and, decoded beside them, the program; then the program runs."""
     layer = sample_layer(ctx, options)
     assert layer is not None  # the options' validator requires samples
     refused = await sandbox_protects_files()
     if refused is not None:
-        ctx.notes.append(f"program vote: not run, {refused}")
         result = await ctx.run_layer(1, layer, ())
-        return list(result.agents), ProgramAnswer(None, "", None, "not run")
+        return list(result.agents), ProgramAnswer(None, "", None, f"not run, {refused}")
     call = ctx.agent_call(
         program_agent(ctx, options),
         layer=1,
