@@ -258,11 +258,7 @@ async def check_reply(
         parts = line.split()
         if len(parts) == 3 and parts[0] == marker and parts[1].isdigit():
             return ExamplesResult(int(parts[1]), total, "passed")
-    if result.timed_out:
-        return ExamplesResult(0, total, "timeout")
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    detail = lines[-1][:200] if lines else f"exit status {result.returncode}"
-    return ExamplesResult(0, total, detail)
+    return ExamplesResult(0, total, result.failure())
 
 
 def describe(result: ExamplesResult) -> str:

@@ -49,13 +49,7 @@ class CodeScore:
 
     @classmethod
     def from_run(cls, program: str, result: SandboxResult) -> CodeScore:
-        if result.ok:
-            reason = "passed"
-        elif result.timed_out:
-            reason = "timeout"
-        else:
-            lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-            reason = lines[-1][:200] if lines else f"exit status {result.returncode}"
+        reason = "passed" if result.ok else result.failure()
         return cls(result.ok, program, reason, result.isolation.__dict__)
 
 

@@ -114,6 +114,14 @@ class SandboxResult:
         """It finished in time with exit status 0."""
         return not self.timed_out and self.returncode == 0
 
+    def failure(self) -> str:
+        """Why it failed, in one line: ``timeout``, the last line of its error output (at
+        most 200 characters, e.g. ``AssertionError``), or its exit status."""
+        if self.timed_out:
+            return "timeout"
+        lines = [line for line in self.stderr.strip().splitlines() if line.strip()]
+        return lines[-1][:200] if lines else f"exit status {self.returncode}"
+
 
 def _world_executable(path: str) -> bool:
     """Whether a uid owning nothing can run ``path`` (every directory on the way searchable)."""

@@ -71,9 +71,7 @@ async def run_program(reply: AgentResult, timeout: float) -> ProgramAnswer:
     result = await arun_python(code, SandboxLimits(timeout=timeout))
     printed = result.stdout.strip()
     if not result.ok:
-        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-        why = "timeout" if result.timed_out else (lines[-1][:200] if lines else "no output")
-        return ProgramAnswer(None, printed, reply, why)
+        return ProgramAnswer(None, printed, reply, result.failure())
     last = printed.splitlines()[-1] if printed else ""
     answer = extract_answer(last, "number")
     return ProgramAnswer(answer, printed, reply, f"printed {last[:80]!r}")
