@@ -21,6 +21,7 @@ import doctest
 import re
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 
 from moa.eval.code import completion_program, python_blocks
 from moa.eval.sandbox import SandboxLimits, arun_python
@@ -80,8 +81,13 @@ class ExamplesResult:
         return self.total > 0 and self.passed == self.total
 
 
+@lru_cache(maxsize=16)
 def code_examples(text: str) -> CodeExamples | None:
-    """The examples of the last function in ``text``'s Python code that has some, if any."""
+    """The examples of the last function in ``text``'s Python code that has some, if any.
+
+    Cached: routing a request (:func:`moa.question_kind.question_kind`) and checking
+    its replies read the same request's examples, so it is parsed once.
+    """
     if len(text) > _MAX_TEXT:
         return None
     for code in reversed(python_blocks(text)):

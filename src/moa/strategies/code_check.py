@@ -41,8 +41,12 @@ def _probe() -> str | None:
         return f"the sandbox cannot run here: {exc}"
     if not result.ok:
         return f"the sandbox failed to start a program ({result.stderr.strip()[-200:]})"
-    if not result.isolation.files_protected:
-        return "the sandbox cannot protect your files here (not root and no mount namespace)"
+    isolation = result.isolation
+    if not isolation.files_protected:
+        return (
+            "the sandbox cannot protect your files here (the program ran as "
+            f"{isolation.user}, read-only root: {isolation.read_only_root})"
+        )
     return None
 
 
