@@ -99,3 +99,21 @@ def test_program_votes_need_samples_and_the_full_vote() -> None:
         parse_config({**base, "strategy": strategy})
     with pytest.raises(ConfigError, match="program_votes"):
         parse_config({**base, "strategy": {"type": "vote", "samples": 5, "program_votes": -1}})
+
+
+@pytest.mark.parametrize("options", [{"program_votes": 1}, {"adaptive": True}])
+async def test_configured_layers_skip_the_options_with_a_note(options: dict[str, Any]) -> None:
+    fake = provider(["7", "12", "7", "12", "5"], "print(12)")
+    strategy = {"type": "vote", "samples": 5, **options}
+    spec = MixtureSpec.model_validate(
+        {
+            "layers": [[{"model": "fake:m", "seed": seed} for seed in range(3)]],
+            "aggregator": {"model": "fake:m"},
+            "strategy": strategy,
+        }
+    )
+    result = await Mixture(spec, ProviderRegistry().add("fake", fake)).arun(QUESTION)
+    name = next(iter(options))
+    assert any(f"{name} skipped" in note for note in result.notes), result.notes
+    assert result.usage.calls == 5 + 3  # every sample, then the configured layer
+    assert result.output == "Reasoning 0. The answer is 7"

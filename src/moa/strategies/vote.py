@@ -172,6 +172,20 @@ async def _first_sample_alone(
     return await ctx.aggregate((), layer.agents[0], layer=1)
 
 
+def _note_skipped_options(ctx: RunContext, options: VoteOptions, kind: AnswerKind) -> None:
+    """Say which options a mixture with its own ``layers`` does not apply, rather than none."""
+    if options.program_votes and kind == "number":
+        ctx.notes.append(
+            "vote: program_votes skipped: the mixture configures its own layers after the "
+            "samples, so the vote counts the last layer's answers and no program is written"
+        )
+    if options.adaptive:
+        ctx.notes.append(
+            "vote: adaptive skipped: the mixture configures its own layers after the "
+            "samples, so every sample answers before them"
+        )
+
+
 def vote(options: VoteOptions) -> Strategy:
     async def run(ctx: RunContext) -> AgentResult:
         kind: AnswerKind | None
@@ -189,6 +203,8 @@ def vote(options: VoteOptions) -> Strategy:
         else:
             kind = options.answer
         program: ProgramAnswer | None = None
+        if ctx.spec.layers:
+            _note_skipped_options(ctx, options, kind)
         if options.program_votes and kind == "number" and not ctx.spec.layers:
             samples, program = await samples_and_program(ctx, options, options.check_timeout)
             references = ctx.references_of(samples)
