@@ -77,8 +77,9 @@ async def main() -> None:
     program_right: dict[str, float] = {}
     for item in items:
         record = records[weights[0]][item]
-        code = next((c["output"] for c in record["calls"] if c["index"] == _PROGRAM), None)
-        answer = await printed_answer(code or "")
+        call = next((c for c in record["calls"] if c["index"] == _PROGRAM), {})
+        # Logs record what the program printed; a log written before they did is run again.
+        answer = call.get("computed") or await printed_answer(call.get("output") or "")
         program_right[item] = float(same_number(answer, record["gold"]))
     splits = {"dev": items[: args.dev], "held-out": items[args.dev :]}
     best = None

@@ -255,3 +255,22 @@ def test_a_failed_item_is_in_the_history_with_its_error(tmp_path: Path) -> None:
     answered = store.get(records["1"]["history_ids"][0])
     assert answered.row["output"] == records["1"]["output"] and not answered.failed
     assert store.count() == 2
+
+
+def test_a_programs_call_is_scored_by_what_it_printed() -> None:
+    from moa.eval.scorers import score_exact_record
+
+    def call(output: str, **more: Any) -> dict[str, Any]:
+        return {"layer": 1, "role": "proposer", "output": output, **more}
+
+    code = "```python\napples = 40\nprint(apples // 3)\n```"
+    for computed, extracted, oracle in (("13", "13", True), (None, None, False)):
+        more = {} if computed is None else {"computed": computed}
+        record = {
+            "gold": "13",
+            "output": "The answer is 12",
+            "calls": [call("The answer is 12"), call(code, **more)],
+        }
+        score_exact_record(record)
+        assert [c["extracted"] for c in record["calls"]] == ["12", extracted]
+        assert record["oracle"] is oracle  # only the program's printed 13 was right

@@ -47,6 +47,11 @@ async def test_below_one_vote_the_program_breaks_a_tie() -> None:
     assert program_call.messages[-1].content.startswith(QUESTION + "\n\nDo not answer in prose.")
     assert any(n == "program vote: printed '12'" for n in result.notes)
     assert any("'12': 2.5, '7': 2, '5': 1" in n for n in result.notes)
+    (recorded,) = result.extra_calls
+    assert recorded.computed == "12"  # what the program printed, beside the code it wrote
+    assert recorded.to_dict()["computed"] == "12"
+    samples = result.layers[0].agents
+    assert all(c.computed is None and "computed" not in c.to_dict() for c in samples)
 
 
 async def test_below_one_vote_it_does_not_overturn_a_majority() -> None:

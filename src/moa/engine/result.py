@@ -41,6 +41,9 @@ class AgentResult:
     """The sampling parameters this call sent."""
     started_at: float = field(default=0.0, compare=False)
     """Wall-clock time (Unix seconds) the call started; 0 when unknown (traces use it)."""
+    computed: str | None = None
+    """An answer worked out from the output rather than read in it: the number that the
+    program this call wrote printed when run (``program_votes``); None otherwise."""
 
     @property
     def ok(self) -> bool:
@@ -65,6 +68,7 @@ class AgentResult:
             "cost": self.cost,
             "partial": self.partial,
             "notes": list(self.notes),
+            **({} if self.computed is None else {"computed": self.computed}),
         }
 
 

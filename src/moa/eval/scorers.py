@@ -66,7 +66,9 @@ def score_exact_record(record: dict[str, Any]) -> None:
     for call in record.get("calls", []):
         if call.get("output") is None:
             continue
-        result = score(call["output"])
+        # A program's answer is what it printed when run, not a number in its code.
+        computed = call.get("computed")
+        result = score(call["output"] if computed is None else f"The answer is {computed}")
         call["extracted"], call["correct"] = result.extracted, result.correct
         correct_any = correct_any or result.correct
     first = [c for c in record.get("calls", []) if c["layer"] == 1 and c["role"] == "proposer"]

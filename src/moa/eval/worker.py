@@ -225,6 +225,7 @@ def _call_records(result: Result, turn: int) -> list[dict[str, Any]]:
             "usage": call.usage.to_dict(),
             "latency_s": round(call.latency_s, 4),
             "finish_reason": call.finish_reason,
+            **({} if call.computed is None else {"computed": call.computed}),
         }
         for call in result.calls()
     ]

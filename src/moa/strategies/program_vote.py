@@ -98,7 +98,11 @@ async def samples_and_program(
     samples = list(result.agents)
     if not program.ok:
         return samples, ProgramAnswer(None, "", None, "the program call failed")
-    return samples, await run_program(program, timeout)
+    ran = await run_program(program, timeout)
+    if ran.answer is not None:  # the call's record shows the number it computed
+        at = next(i for i, call in enumerate(ctx.extra_calls) if call is program)
+        ctx.extra_calls[at] = replace(program, computed=ran.answer)
+    return samples, ran
 
 
 def program_text(program: ProgramAnswer) -> str:
