@@ -2,7 +2,7 @@
 
     python benchmarks/local/interactive.py                      # the `local` preset
     python benchmarks/local/interactive.py --config local-vote --runs 3
-    python benchmarks/local/interactive.py --question code     # one of demo, chat, code
+    python benchmarks/local/interactive.py --question code     # demo, chat, choice or code
 
 Each question is answered by both, round-robin over ``--runs`` (no call cache, the
 models loaded beforehand), the way `moa "question"` answers one person: wall time
@@ -27,6 +27,10 @@ QUESTIONS = {
         "How much money does he make?"
     ),
     "chat": "What is the capital of Australia?",
+    "choice": (
+        "Which gas do plants take in from the air to make their food?\n"
+        "A. Oxygen\nB. Nitrogen\nC. Carbon dioxide\nD. Helium"
+    ),
     "code": (
         "Complete this Python function.\n```python\ndef second_largest(numbers):\n"
         '    """Return the second largest distinct number in the list, or None.\n'
