@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from moa.select import (
     write_multi_outputs,
 )
 from moa.select.floors import rank
+from moa.strategies.vote import VoteOptions
 from moa.testing import FunctionProvider
 from moa.types import CompletionRequest
 
@@ -83,19 +85,43 @@ async def test_a_win_on_one_task_does_not_excuse_breaking_the_floor_on_another(
     for task in selection.tasks:
         assert task.best_single is not None and task.best_single.name == "single strong"
         assert len(task.heldout_ids) == 20 and len(task.dev_ids) == 16
-    # The best on average over the dev splits is a mixture...
-    assert selection.chosen is not None and selection.chosen.kind != "single"
-    chosen = selection.standing(selection.chosen)
-    assert chosen is not None
-    gsm8k_delta, mmlu_delta = chosen.deltas
+    # Voting on both kinds wins on gsm8k but loses too much on mmlu...
+    both = selection.standing(
+        Candidate("routed", ("fake:strong",) * 3, "fake:strong", routes=("number", "choice"))
+    )
+    assert both is not None
+    gsm8k_delta, mmlu_delta = both.deltas
     assert gsm8k_delta.significant and gsm8k_delta.floor_met
     assert not mmlu_delta.floor_met and mmlu_delta.delta.low < -2
-    assert chosen.below_floor() == ["mmlu"] and not chosen.qualifies
-    # ...but it loses too much on mmlu, and so does every mixture that wins on gsm8k.
+    assert both.below_floor() == ["mmlu"] and not both.qualifies
+    # ...while voting only where the request asks for a number keeps the win and, on mmlu,
+    # answers as the single model does.
+    assert selection.recommended is not None
+    assert selection.recommended.name == "routed strong x3 (number)"
+    chosen = selection.standing(selection.recommended)
+    assert chosen is not None and chosen.qualifies and chosen.wins == 1
+    assert chosen.deltas[1].delta.mean == 0.0 and chosen.deltas[1].delta.low == 0.0
+    assert selection.standings[0] == chosen
+    spec = selection.recommended.spec(Sampling(samples=3))
+    assert spec.strategy.type == "vote"
+    options = spec.strategy.options()
+    assert isinstance(options, VoteOptions)
+    assert options.auto_votes == ("number",) and options.answer == "auto" and options.adaptive
+
+
+async def test_when_every_mixture_breaks_a_floor_the_single_model_is_recommended(
+    gsm8k: Path, mmlu: Path, item_number: ItemNumber
+) -> None:
+    # Every answer beyond a model's greedy one is right on two thirds of the items of
+    # both tasks, the strong model alone on three quarters: spending more loses everywhere.
+    provider = two_task_pool(item_number, lambda task, i: i % 3 != 0)
+    selection = await multi_run(gsm8k, mmlu).arun(ProviderRegistry().add("fake", provider))
     assert selection.recommended is not None and selection.recommended.name == "single strong"
+    routed = [s for s in selection.standings if s.candidate.kind == "routed"]
+    assert len(routed) == 3 and not any(s.qualifies for s in routed)
     assert all(not s.qualifies or s.wins == 0 for s in selection.standings)
-    assert selection.verdict.startswith("no mixture meets the floor on every task (")
-    assert "single strong, is recommended" in selection.verdict
+    assert selection.verdict.startswith("single strong, the single model best on average")
+    assert selection.verdict.endswith("it is recommended")
 
 
 async def test_a_per_task_floor_overrides_the_default(
@@ -203,3 +229,55 @@ def test_the_rule_orders_by_floor_then_gains_then_mean_then_cost() -> None:
     assert one_win.qualifies and one_win.wins == 1 and richer.mean_delta == pytest.approx(5.5)
     nan = _standing("nan", (math.nan, math.nan))
     assert not nan.qualifies and not nan.deltas[0].significant
+
+
+def _code_problems(path: Path) -> Path:
+    """HumanEval-format problems: ``add_<i>(x)`` returns ``x + i``, with one worked example."""
+    rows = []
+    for i in range(24):
+        prompt = (
+            f"def add_{i}(x):\n"
+            f'    """Item {i}: add {i} to x.\n    >>> add_{i}(1)\n    {i + 1}\n    """\n'
+        )
+        test = f"def check(candidate):\n    assert candidate(5) == {i + 5}\n"
+        rows.append(
+            {"task_id": f"t/{i}", "prompt": prompt, "entry_point": f"add_{i}", "test": test}
+        )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the code check needs the Linux sandbox")
+async def test_code_requests_are_routed_to_the_check_on_their_examples(
+    gsm8k: Path, tmp_path: Path, item_number: ItemNumber
+) -> None:
+    # The strong model's greedy code is wrong on every fourth problem, its samples always
+    # right; on gsm8k every answer beyond a greedy one is wrong: only the code check pays.
+    def reply(request: CompletionRequest) -> str:
+        i = item_number(request)
+        user = [m.content for m in request.messages if m.role == "user"][-1]
+        greedy = request.params.temperature == 0 and request.messages[0].role == "user"
+        right = (i % 4 != 0) if request.model == "strong" else (i % 2 == 0)
+        if "def add_" in user:
+            right = right if greedy else True
+            return f"```python\ndef add_{i}(x):\n    return x + {i if right else i + 1}\n```"
+        right = right if greedy else False
+        return f"The answer is {i + 1 if right else i + 1000}"
+
+    search = SearchOptions(
+        pool=("fake:strong", "fake:weak"), dev=8, heldout=16, sampling=Sampling(samples=3)
+    )
+    tasks = task_list(["gsm8k", "humaneval"], [str(gsm8k), str(_code_problems(tmp_path / "h"))])
+    registry = ProviderRegistry().add("fake", FunctionProvider(reply))
+    selection = await MultiSelectRun(search, tasks, cache=None).arun(registry)
+    names = {s.candidate.name for s in selection.standings}
+    assert {"routed strong x3 (number, code)", "routed strong x3 (code)"} <= names
+    assert selection.recommended is not None
+    assert selection.recommended.name == "routed strong x3 (code)"
+    standing = selection.standing(selection.recommended)
+    assert standing is not None and standing.qualifies and standing.wins == 1
+    gsm8k_delta, code_delta = standing.deltas
+    assert gsm8k_delta.delta.mean == 0.0  # answered by the greedy answer alone
+    heldout = selection.tasks[1].heldout_ids
+    fixed = [i for i in heldout if int(i.split("/")[1]) % 4 == 0]  # greedy wrong, samples right
+    assert code_delta.delta.mean == pytest.approx(100 * len(fixed) / len(heldout))

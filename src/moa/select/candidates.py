@@ -17,7 +17,7 @@ from moa.engine.spec import AgentSpec, LayerSpec, MixtureSpec
 
 __all__ = ["Budget", "Candidate", "ModelStats", "Sampling"]
 
-Kind = Literal["single", "vote", "self-moa", "moa", "rank"]
+Kind = Literal["single", "vote", "routed", "self-moa", "moa", "rank"]
 
 PREFILL_SPEEDUP = 8.0
 """Reading a prompt token is roughly this much faster than writing one (CPU estimate)."""
@@ -88,6 +88,9 @@ class Candidate:
     layers: int = 1
     answer: str = "number"
     """What a vote compares (``number`` or ``choice``)."""
+    routes: tuple[str, ...] = ()
+    """Of a ``routed`` configuration: the kinds of request it votes on or checks (``number``,
+    ``choice``, ``code``); every other request gets the model's greedy answer alone."""
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -100,6 +103,8 @@ class Candidate:
             return f"vote {short[0]} x{len(short)}"
         if self.kind == "vote":
             return f"vote [{', '.join(short)}]"
+        if self.kind == "routed":
+            return f"routed {short[0]} x{len(short)} ({', '.join(self.routes)})"
         if self.kind == "self-moa":
             by = "" if self.aggregator == self.proposers[0] else f" -> {agg}"
             return f"self-moa {short[0]} x{len(short)}{by}"
@@ -110,7 +115,9 @@ class Candidate:
 
     def spec(self, sampling: Sampling) -> MixtureSpec:
         aggregator = sampling.agent(self.aggregator)
-        name = self.name.replace(" ", "-").replace("[", "").replace("]", "").replace(",", "")
+        name = self.name.replace(" ", "-")
+        for mark in "[](),":
+            name = name.replace(mark, "")
         base: dict[str, Any] = {"name": name, "aggregator": aggregator}
         if self.kind == "single":
             return MixtureSpec(**base)
@@ -125,6 +132,21 @@ class Candidate:
             if self.kind == "vote":
                 options["answer"] = self.answer
             return MixtureSpec.model_validate({**base, "strategy": options})
+        if self.kind == "routed":
+            # The shape of the `local` preset: vote, or check code, where the request asks
+            # for a kind in ``routes``; the greedy answer and one sample first.
+            routed: dict[str, Any] = {
+                "type": "vote",
+                "samples": len(self.proposers),
+                "greedy_first": True,
+                "temperature": sampling.temperature,
+                "model": {"model": self.proposers[0], "max_tokens": sampling.max_tokens},
+                "answer": "auto",
+                "auto_votes": list(self.routes),
+                "adaptive": True,
+                "first_wave": min(2, len(self.proposers)),
+            }
+            return MixtureSpec.model_validate({**base, "strategy": routed})
         layer = LayerSpec(agents=[sampling.agent(m) for m in self.proposers])
         spec: dict[str, Any] = {**base, "layers": [layer] * self.layers}
         if self.kind in ("rank", "vote"):
@@ -148,7 +170,7 @@ class Candidate:
                 "tokens": agg.prompt_tokens + agg.completion_tokens,
                 "latency_s": agg.latency_s,
             }
-        if self.kind == "vote":
+        if self.kind in ("vote", "routed"):  # routed: at most every sample
             return {"calls": calls, "tokens": tokens, "latency_s": latency}
         for _ in range(self.layers - 1):
             calls += len(first)

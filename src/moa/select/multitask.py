@@ -28,6 +28,7 @@ from moa.select.search import (
     TaskSearch,
     cost_text,
     enumerate_candidates,
+    routed_candidates,
     split_items,
 )
 
@@ -76,6 +77,7 @@ class _JointSearch:
         exact = all(s.exact for s in searches)
         # One kind of answer is voted on as such; several are told apart per request.
         self.vote = (kinds.pop() if len(kinds) == 1 else "auto") if exact else None
+        self.routed: list[Candidate] = []
 
     def dev_points(self, name: str) -> float:
         return sum(
@@ -119,6 +121,10 @@ class _JointSearch:
             for search in self.searches:
                 tried = await search.try_on_dev(first, search.proxy(first))
                 search.record_answers(model, tried.dev, samples=True)
+        # Routed configurations reuse the samples' calls: every one is tried.
+        self.routed = routed_candidates(options, sampled, [s.route_kind for s in self.searches])
+        for candidate in self.routed:
+            await self.try_everywhere(candidate)
         await self.try_everywhere(selection.self_moa)
         pending, allows = [], options.budget.allows
         for candidate in enumerate_candidates(options, ranked, sampled, self.vote):
@@ -158,7 +164,13 @@ class _JointSearch:
         selection.chosen = eligible[0]
         finalists = [c for c in eligible if c.kind != "single"][: self.options.finalists]
         assert selection.self_moa is not None and selection.best_single is not None
-        wanted = [_single(m) for m in ranked] + [selection.self_moa, *finalists, eligible[0]]
+        routed = [c for c in self.routed if c in eligible]  # cheap on held-out too
+        wanted = [_single(m) for m in ranked] + [
+            selection.self_moa,
+            *finalists,
+            eligible[0],
+            *routed,
+        ]
         wanted = list(dict.fromkeys(wanted))
         for candidate in wanted:
             for search in self.searches:

@@ -36,6 +36,7 @@ __all__ = [
     "Tried",
     "cost_text",
     "enumerate_candidates",
+    "routed_candidates",
     "run_search",
     "split_items",
 ]
@@ -149,6 +150,14 @@ class TaskSearch:
         self.exact = task.kind == "exact"
         self.answer_kind = "choice" if task.name == "mmlu" else "number"
 
+    @property
+    def route_kind(self) -> str | None:
+        """The kind of request the task asks, as routing tells them apart (None: neither
+        counted nor checked, e.g. judged answers)."""
+        if self.task.kind == "code":
+            return "code"
+        return self.answer_kind if self.exact else None
+
     # -- running on dev ---------------------------------------------------------------------
 
     async def try_on_dev(self, candidate: Candidate, proxy: float | None = None) -> Tried:
@@ -239,6 +248,8 @@ class TaskSearch:
         return vote_right / n, oracle / n
 
     def proxy(self, candidate: Candidate) -> float | None:
+        if candidate.kind == "routed" and self.route_kind not in candidate.routes:
+            return self._accuracy(candidate.aggregator) if self.exact else None
         if not self.exact:
             return None
         draws = _draws(candidate)
@@ -246,7 +257,7 @@ class TaskSearch:
         if estimates is None:
             return None
         vote, oracle = estimates
-        if candidate.kind == "vote":
+        if candidate.kind in ("vote", "routed"):
             return vote
         base = max(self._accuracy(candidate.aggregator), vote)
         share = HEADROOM_SHARE / 2 if candidate.kind == "rank" else HEADROOM_SHARE
@@ -276,6 +287,8 @@ class TaskSearch:
             )
             tried = await self.try_on_dev(first, self.proxy(first))
             self.record_answers(model, tried.dev, samples=True)
+        for candidate in routed_candidates(self.options, sampled, [self.route_kind]):
+            await self.try_on_dev(candidate, self.proxy(candidate))
         await self.try_on_dev(selection.self_moa, self.proxy(selection.self_moa))
         pending = []
         for candidate in self.enumerate(ranked, sampled):
@@ -379,6 +392,32 @@ def enumerate_candidates(
             if vote is not None and vote != "auto" and size >= 3:
                 found.append(Candidate("vote", subset, ranked[0], answer=vote))
     return found
+
+
+ROUTE_ORDER = ("number", "choice", "code")
+
+
+def routed_candidates(
+    options: SearchOptions, sampled: Sequence[str], kinds: Sequence[str | None]
+) -> list[Candidate]:
+    """Routed configurations over the tasks' kinds of request (``kinds``, one per task).
+
+    One per sampled model and non-empty subset of the kinds that can be voted on or
+    checked: it votes (or checks code) only on requests of those kinds and answers
+    everything else with the greedy answer alone, so the selection can find out on
+    which kinds spending more pays. None where a plain vote is the same thing (every
+    task asks for one countable kind), or where no task's kind can be routed.
+    """
+    routable = [k for k in ROUTE_ORDER if k in kinds]
+    if not routable or (len(set(kinds)) == 1 and routable != ["code"]):
+        return []
+    n = options.sampling.samples
+    return [
+        Candidate("routed", (model,) * n, model, routes=subset)
+        for model in sampled
+        for size in range(len(routable), 0, -1)
+        for subset in itertools.combinations(routable, size)
+    ]
 
 
 def _draws(candidate: Candidate) -> list[tuple[str, int]]:
