@@ -14,6 +14,9 @@ def test_a_short_soak_answers_everything_and_reads_the_server() -> None:
     assert report.before.rss_mb > 10 and report.before.sockets >= 1
     assert report.after.tasks == report.before.tasks is not None
     assert "server errors (5xx, dropped connections): 0" in report.format()
+    # The upstream fails one call in ten, never ten in a row: its circuit never opens.
+    assert report.circuit_skipped == 0
+    assert "upstream calls refused by the circuit breaker: 0" in report.format()
 
 
 def test_the_targets() -> None:

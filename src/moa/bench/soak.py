@@ -8,7 +8,9 @@ their connection after the first chunk. After a warm-up, the server's resident
 memory, its open sockets and the tasks on its event loop (``moa_event_loop_tasks``
 of ``/metrics``) are read while it is idle; the same again after the load, once the
 server has had ``settle`` seconds. Targets: no 5xx and no dropped connection, RSS
-growth under 50 MB, sockets and tasks back to where they were.
+growth under 50 MB, sockets and tasks back to where they were. The report also says how
+many upstream calls the circuit breaker refused (``moa_circuit_skipped_total``): the
+upstream is never down, so none should be.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class SoakReport:
     wall_s: float = 0.0
     before: Idle | None = None
     after: Idle | None = None
+    circuit_skipped: int | None = None
+    """Upstream calls the circuit breaker refused, warm-up included (None: not read)."""
 
     @property
     def server_errors(self) -> int:
@@ -99,6 +103,7 @@ class SoakReport:
             "wall_s": round(self.wall_s, 1),
             "before": asdict(self.before) if self.before else None,
             "after": asdict(self.after) if self.after else None,
+            "circuit_skipped": self.circuit_skipped,
             "met": self.met,
         }
 
@@ -114,6 +119,7 @@ class SoakReport:
                 f"calls failing; {self.wall_s:.0f}s ({rate:.0f} requests/s)",
                 f"outcomes: {outcomes}",
                 f"server errors (5xx, dropped connections): {self.server_errors}",
+                f"upstream calls refused by the circuit breaker: {self.circuit_skipped}",
                 f"after {s.warmup} warm-up requests, idle: RSS {self.before.rss_mb:.1f} MB, "
                 f"{self.before.sockets} sockets, {self.before.tasks} event-loop tasks",
                 f"after the load and {s.settle:g}s, idle: RSS {self.after.rss_mb:.1f} MB "
@@ -122,6 +128,18 @@ class SoakReport:
                 f"targets {'met' if self.met else 'NOT met'}",
             ]
         )
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text: str = response.read().decode()
+    return text
+
+
+def _circuit_skipped(metrics: str) -> int | None:
+    """``moa_circuit_skipped_total``, summed over providers (None: no breaker in the metrics)."""
+    found = re.findall(r"^moa_circuit_skipped_total\{[^}]*\} (\S+)$", metrics, flags=re.M)
+    return round(sum(float(value) for value in found)) if found else None
 
 
 def _idle(pid: int, port: int) -> Idle:
@@ -134,9 +152,8 @@ def _idle(pid: int, port: int) -> Idle:
             sockets += os.readlink(fd).startswith("socket:")
         except OSError:
             continue
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    tasks = re.search(r"^moa_event_loop_tasks (\S+)$", text, flags=re.M)
+    # The sockets are counted before /metrics is read: its connection would be one more.
+    tasks = re.search(r"^moa_event_loop_tasks (\S+)$", _metrics(port), flags=re.M)
     return Idle(round(rss_mb, 1), sockets, int(float(tasks.group(1))) if tasks else None)
 
 
@@ -223,6 +240,7 @@ def soak(shape: SoakShape) -> SoakReport:
             report.wall_s = time.perf_counter() - started
             time.sleep(shape.settle)
             report.after = _idle(server.pid, port)
+            report.circuit_skipped = _circuit_skipped(_metrics(port))
             report.outcomes.update(
                 {f"warm-up {k}": n for k, n in warm.items() if k != "200" and k != "left"}
             )

@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from moa.engine.breaker import CircuitBreaker
 from moa.engine.result import AgentResult, AgentRole
@@ -134,14 +135,18 @@ async def _call_with_retries(
     request = CompletionRequest(call.model, call.messages, call.params, call.continue_final)
     last_error: BaseException | None = None
     usage = Usage()
+    breaker = call.breaker
     for attempt in range(1, call.retry.max_attempts + 1):
         progress.attempts = attempt
         progress.text.clear()
+        ticket: int | None = None
         try:
-            if call.breaker is not None:
-                call.breaker.check(call.model)
+            if breaker is not None:
+                ticket = breaker.check(call.model)
+            # The breaker counts an attempt as a success once its first token is in.
+            answered = None if breaker is None else partial(breaker.succeeded, ticket)
             async with _limiter(call.provider, request):
-                attempt_usage, finish = await _attempt(call, request, progress, on_delta)
+                attempt_usage, finish = await _attempt(call, request, progress, on_delta, answered)
             usage = usage + attempt_usage
             if not call.continue_final and not progress.so_far.strip():
                 raise EmptyAnswerError(
@@ -149,8 +154,8 @@ async def _call_with_retries(
                     provider=call.provider.name,
                     model=call.model,
                 )
-            if call.breaker is not None:
-                call.breaker.succeeded()
+            if breaker is not None:
+                breaker.succeeded(ticket)
             return _result(call, progress, usage, finish_reason=finish)
         except CircuitOpenError as exc:
             return _result(call, progress, usage, error=exc)
@@ -164,12 +169,14 @@ async def _call_with_retries(
             last_error.__cause__ = exc
         except ProviderError as exc:
             last_error = exc
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # an unexpected bug in a provider must not sink the layer
             last_error = exc
-        if call.breaker is not None:
-            call.breaker.failed(last_error)
+        except BaseException:  # cancelled: the attempt gives its place in the breaker's order back
+            if breaker is not None and ticket is not None:
+                breaker.released(ticket)
+            raise
+        if breaker is not None:
+            breaker.failed(last_error, ticket)
         if not isinstance(last_error, EmptyAnswerError):  # its usage is counted already
             # A failed attempt still cost its prompt (when anything was sent at all).
             usage = usage + Usage(calls=1)
@@ -189,7 +196,9 @@ async def _attempt(
     request: CompletionRequest,
     progress: CallProgress,
     on_delta: Callable[[str], None] | None,
+    answered: Callable[[], None] | None = None,
 ) -> tuple[Usage, str | None]:
+    """One attempt; ``answered`` is called when its first text is in."""
     usage: Usage | None = None
     finish: str | None = None
     streamed = (
@@ -202,6 +211,8 @@ async def _attempt(
         completion = await asyncio.wait_for(call.provider.complete(request), call.timeout)
         if completion.text:
             progress.first_token = progress.first_token or time.perf_counter()
+            if answered is not None:
+                answered()
         progress.text.append(completion.text)
         usage, finish = completion.usage, completion.finish_reason
     else:
@@ -217,6 +228,8 @@ async def _attempt(
                 if chunk.text:
                     if progress.first_token is None:
                         progress.first_token = time.perf_counter()
+                    if answered is not None and len(progress.text) == 0:
+                        answered()
                     progress.text.append(chunk.text)
                     if on_delta is not None:
                         on_delta(chunk.text)
