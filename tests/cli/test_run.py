@@ -178,3 +178,14 @@ def test_show_layers_shows_both_waves_of_an_adaptive_vote_as_one_layer(tmp_path:
     assert out.strip() == "sample 1 says: The answer is 8"
     assert all(f"sample {seed} says" in err for seed in range(5))
     assert "layer 1: 3 agent(s)" in err and "layer 1: 2 more agent(s)" in err
+
+
+def test_python_dash_m_moa_is_the_same_command_line() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "moa", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("moa ")
