@@ -76,6 +76,8 @@ class SoakReport:
     after: Idle | None = None
     circuit_skipped: int | None = None
     """Upstream calls the circuit breaker refused, warm-up included (None: not read)."""
+    errors: dict[str, str] = field(default_factory=dict)
+    """The first error message the server gave for each failing outcome."""
 
     @property
     def server_errors(self) -> int:
@@ -104,6 +106,7 @@ class SoakReport:
             "before": asdict(self.before) if self.before else None,
             "after": asdict(self.after) if self.after else None,
             "circuit_skipped": self.circuit_skipped,
+            "errors": dict(self.errors),
             "met": self.met,
         }
 
@@ -125,6 +128,7 @@ class SoakReport:
                 f"after the load and {s.settle:g}s, idle: RSS {self.after.rss_mb:.1f} MB "
                 f"({self.rss_growth_mb:+.1f} MB; target < {TARGET_RSS_GROWTH_MB:g}), "
                 f"{self.after.sockets} sockets, {self.after.tasks} event-loop tasks",
+                *(f"first {k}: {m}" for k, m in sorted(self.errors.items())),
                 f"targets {'met' if self.met else 'NOT met'}",
             ]
         )
@@ -157,35 +161,49 @@ def _idle(pid: int, port: int) -> Idle:
     return Idle(round(rss_mb, 1), sockets, int(float(tasks.group(1))) if tasks else None)
 
 
-async def _request(port: int, stream: bool, leave: bool) -> str:
+async def _request(port: int, stream: bool, leave: bool, errors: dict[str, str]) -> str:
+    """The request's outcome; the first error message of each failing outcome goes to
+    ``errors``."""
+    outcome, rest = await _exchange(port, stream, leave)
+    if outcome not in ("200", "left") and outcome not in errors:
+        found = re.search(rb'"message": ?"((?:[^"\\]|\\.)*)"', rest)
+        errors[outcome] = found.group(1).decode(errors="replace")[:500] if found else ""
+    return outcome
+
+
+async def _exchange(port: int, stream: bool, leave: bool) -> tuple[str, bytes]:
     body = json.dumps(
         {"model": "soak", "messages": [{"role": "user", "content": PROMPT}], "stream": stream}
     ).encode()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
     except OSError as exc:
-        return f"connect {type(exc).__name__}"
+        return f"connect {type(exc).__name__}", b""
     try:
         writer.write(chat_request(body))
         head = await reader.readuntil(b"\r\n\r\n")
         status = head.split(b" ", 2)[1].decode()
         if leave and status == "200":
             await reader.readuntil(b"\n\n")  # the first chunk, then away
-            return "left"
+            return "left", b""
         rest = await reader.read()
         if status == "200" and stream and b"data: [DONE]" not in rest:
-            return "stream ended without [DONE]"
+            return "stream ended without [DONE]", rest
         if status == "200" and b'data: {"error"' in rest:
-            return "error event"
+            return "error event", rest
         code = re.search(rb'"code": ?"([^"]+)"', rest)
-        return status if status == "200" or code is None else f"{status} {code.group(1).decode()}"
+        if status == "200" or code is None:
+            return status, rest
+        return f"{status} {code.group(1).decode()}", rest
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, IndexError) as exc:
-        return f"dropped ({type(exc).__name__})"
+        return f"dropped ({type(exc).__name__})", b""
     finally:
         writer.close()
 
 
-async def _load(port: int, shape: SoakShape, count: int, rng: random.Random) -> Counter[str]:
+async def _load(
+    port: int, shape: SoakShape, count: int, rng: random.Random, errors: dict[str, str]
+) -> Counter[str]:
     plan = []
     for _ in range(count):
         stream = rng.random() < shape.streaming
@@ -197,7 +215,7 @@ async def _load(port: int, shape: SoakShape, count: int, rng: random.Random) -> 
     async def client() -> None:
         while plan:
             stream, leave = plan.pop()
-            outcomes[await _request(port, stream, leave)] += 1
+            outcomes[await _request(port, stream, leave, errors)] += 1
 
     await asyncio.gather(*(client() for _ in range(shape.concurrency)))
     return outcomes
@@ -232,11 +250,11 @@ def soak(shape: SoakShape) -> SoakReport:
         port = _free_port()
         server = _start_server(config_dir, port, BenchShape(concurrency=shape.concurrency))
         try:
-            warm = asyncio.run(_load(port, shape, shape.warmup, rng))
+            warm = asyncio.run(_load(port, shape, shape.warmup, rng, report.errors))
             time.sleep(shape.settle)
             report.before = _idle(server.pid, port)
             started = time.perf_counter()
-            report.outcomes = asyncio.run(_load(port, shape, shape.requests, rng))
+            report.outcomes = asyncio.run(_load(port, shape, shape.requests, rng, report.errors))
             report.wall_s = time.perf_counter() - started
             time.sleep(shape.settle)
             report.after = _idle(server.pid, port)
