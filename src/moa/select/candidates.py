@@ -121,9 +121,9 @@ class Candidate:
         base: dict[str, Any] = {"name": name, "aggregator": aggregator}
         if self.kind == "single":
             return MixtureSpec(**base)
-        if self.kind in ("vote", "self-moa") and len(set(self.proposers)) == 1:
+        if self.kind in ("vote", "self-moa", "routed") and len(set(self.proposers)) == 1:
             options: dict[str, Any] = {
-                "type": self.kind,
+                "type": "vote" if self.kind == "routed" else self.kind,
                 "samples": len(self.proposers),
                 "greedy_first": True,
                 "temperature": sampling.temperature,
@@ -131,22 +131,16 @@ class Candidate:
             }
             if self.kind == "vote":
                 options["answer"] = self.answer
+            if self.kind == "routed":
+                # The shape of the `local` preset: vote, or check code, where the request
+                # asks for a kind in ``routes``; the greedy answer and one sample first.
+                options.update(
+                    answer="auto",
+                    auto_votes=list(self.routes),
+                    adaptive=True,
+                    first_wave=min(2, len(self.proposers)),
+                )
             return MixtureSpec.model_validate({**base, "strategy": options})
-        if self.kind == "routed":
-            # The shape of the `local` preset: vote, or check code, where the request asks
-            # for a kind in ``routes``; the greedy answer and one sample first.
-            routed: dict[str, Any] = {
-                "type": "vote",
-                "samples": len(self.proposers),
-                "greedy_first": True,
-                "temperature": sampling.temperature,
-                "model": {"model": self.proposers[0], "max_tokens": sampling.max_tokens},
-                "answer": "auto",
-                "auto_votes": list(self.routes),
-                "adaptive": True,
-                "first_wave": min(2, len(self.proposers)),
-            }
-            return MixtureSpec.model_validate({**base, "strategy": routed})
         layer = LayerSpec(agents=[sampling.agent(m) for m in self.proposers])
         spec: dict[str, Any] = {**base, "layers": [layer] * self.layers}
         if self.kind in ("rank", "vote"):
