@@ -20,6 +20,9 @@ for the model), then with ``local.batch: N`` (they share each decoding step).
 ``--against B`` replaces the first with ``local.batch: B``, to compare two batch
 widths on the same calls, e.g. ``--samples 16 --against 8``: the narrower batch
 takes the calls that do not fit as its rows free up.
+``--extra-buffers off`` runs both with llama.cpp's repacked weights off (see
+docs/providers.md: where the repacked kernels are compute-bound, a batch gains
+little over one call with them, and more without).
 Round-robin over ``--runs``; prints wall time and generated tokens per second of
 each, and their ratio.
 """
@@ -98,12 +101,20 @@ async def _samples(provider: LocalProvider, model: str, n: int, max_tokens: int)
 
 
 async def main(
-    model: str, samples: int, max_tokens: int, runs: int, stream: int, against: int
+    model: str,
+    samples: int,
+    max_tokens: int,
+    runs: int,
+    stream: int,
+    against: int,
+    extra_buffers: bool | None,
 ) -> None:
     baseline = "one at a time" if against == 1 else f"batch of {against}"
     providers = {
-        baseline: LocalProvider(settings=LocalSettings(batch=against)),
-        "batched": LocalProvider(settings=LocalSettings(batch=samples)),
+        baseline: LocalProvider(settings=LocalSettings(batch=against, extra_buffers=extra_buffers)),
+        "batched": LocalProvider(
+            settings=LocalSettings(batch=samples, extra_buffers=extra_buffers)
+        ),
     }
     for provider in providers.values():  # load the model and warm the batch context
         await _samples(provider, model, min(2, samples), 8)
@@ -121,7 +132,8 @@ async def main(
     for provider in providers.values():
         await provider.unload()
     shape = f"{samples} samples" if not stream else f"{stream} questions, {samples} in flight"
-    print(f"{model}: {shape}, up to {max_tokens} tokens each, {runs} run(s) each")
+    buffers = {None: "", True: ", extra buffers on", False: ", extra buffers off"}[extra_buffers]
+    print(f"{model}: {shape}, up to {max_tokens} tokens each, {runs} run(s) each{buffers}")
     rates = {}
     for name, (seconds, produced) in totals.items():
         rates[name] = produced / seconds
@@ -146,6 +158,12 @@ if __name__ == "__main__":
     parser.add_argument(
         "--against", type=int, default=1, metavar="B", help="compare with local.batch B, not 1"
     )
+    parser.add_argument(
+        "--extra-buffers",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="llama.cpp's repacked weights (local: {extra_buffers}) for both runs",
+    )
     options = parser.parse_args()
     if options.against < 1 or options.against >= options.samples:
         parser.error("--against must be at least 1 and below --samples")
@@ -157,5 +175,6 @@ if __name__ == "__main__":
             options.runs,
             options.stream,
             options.against,
+            {"auto": None, "on": True, "off": False}[options.extra_buffers],
         )
     )
