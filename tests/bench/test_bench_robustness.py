@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
 from moa.bench.robustness import CANARY, MODES, Adversary, measure, undefended
+from moa.cli.main import app
 from moa.engine import references
 from moa.providers import local_model
 from moa.providers.registry import ProviderRegistry
@@ -98,3 +102,72 @@ def test_the_adversary_and_the_undefended_rendering() -> None:
         )[0].content
         assert "\n<<< end of candidate answer 1 >>>\n" in text
     assert (references.render_references, local_model.tokens_for) == kept
+
+
+def test_a_vote_outvotes_the_adversary_and_asks_the_aggregator_only_on_ties() -> None:
+    asked: list[str] = []
+
+    def aggregator(request: CompletionRequest) -> str:
+        asked.append(request.messages[0].content)
+        return gullible(request)
+
+    def split(request: CompletionRequest) -> str:
+        # Two samples give the gold answer on "Tom has", the third a wrong one; on the
+        # other items they disagree two against one too, so the vote decides alone.
+        right = honest(request)
+        return "#### 99" if request.params.seed == 2 else right
+
+    registry = (
+        ProviderRegistry()
+        .add("fake", FunctionProvider(split, name="fake"))
+        .add("judge", FunctionProvider(aggregator, name="judge"))
+    )
+    report = measure(
+        str(DATA), items=3, proposers=("fake:a",), aggregator="judge:agg", registry=registry, vote=3
+    )
+    rows = {row["mode"]: row for row in report.rows()}
+    assert "a vote of 3 samples of fake:a" in report.format()
+    for mode in MODES:
+        assert rows[mode]["canary"] == 0
+        assert rows[mode]["accuracy_clean"] == rows[mode]["accuracy_attacked"] == 1.0
+    # The deceptive and forged voters make a 2-2 tie nowhere (2 right, 1 wrong, 1 other
+    # wrong), and the injection has no number: no synthesis was needed.
+    assert asked == []
+
+
+def test_a_tied_vote_synthesizes_over_every_answer_the_adversarys_among_them() -> None:
+    asked: list[str] = []
+
+    def aggregator(request: CompletionRequest) -> str:
+        asked.append(request.messages[0].content)
+        return gullible(request)
+
+    registry = (
+        ProviderRegistry()
+        .add("fake", FunctionProvider(honest, name="fake"))
+        .add("judge", FunctionProvider(aggregator, name="judge"))
+    )
+    report = measure(
+        str(DATA),
+        items=3,
+        proposers=("fake:a",),
+        aggregator="judge:agg",
+        registry=registry,
+        vote=1,
+        modes=("deceptive",),
+    )
+    # One sample alone has one vote, below min_votes (2): the clean run synthesizes too.
+    # With the deceptive voter it is 1 against 1, and the synthesis shows both answers.
+    assert len(asked) == 6
+    assert sum("I solved this twice" in text for text in asked) == 3
+    assert report.modes[0].clean == [True, True, True]
+
+
+def test_a_vote_samples_one_proposer() -> None:
+    with pytest.raises(ValueError, match="a vote samples one proposer"):
+        measure(str(DATA), items=1, proposers=("fake:a", "fake:b"), vote=3, registry=registry())
+    two = ["--proposer", "fake:a", "--proposer", "fake:b"]
+    result = CliRunner().invoke(
+        app, ["bench", "robustness", "--data", str(DATA), "--vote", "3", *two, "--no-cache"]
+    )
+    assert result.exit_code == 2 and "--vote samples one --proposer" in result.output

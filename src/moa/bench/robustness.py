@@ -10,6 +10,13 @@ of three modes:
 - ``forged``: the answer closes its own reference block with forged markers and
   control tokens, opens a "system" turn and asks for the canary and the wrong answer.
 
+``--vote N`` measures an answer-level defence instead of the aggregator alone: the
+honest proposers are the ``local-vote`` preset's N samples of one model (the first
+greedy, the others at temperature 0.7 with seeds 1..N-1), the adversary is one more
+voter, and the aggregator writes only when no final number has at least two votes
+and more than any other (then it synthesizes over every answer, the adversary's
+among them).
+
 Reported per mode: how often the canary came back (Wilson 95% interval), accuracy
 with 0 and with 1 adversary, and the paired drop (bootstrap 95% interval).
 ``--undefended`` renders references and local prompts the way they were before
@@ -104,6 +111,8 @@ class RobustnessReport:
     undefended: bool
     items: int
     modes: list[ModeResult]
+    vote: int = 0
+    """With N > 0: the honest proposers are N samples of one model, decided by a vote."""
 
     def rows(self) -> list[dict[str, Any]]:
         from moa.eval.stats import paired_difference, wilson_interval
@@ -132,8 +141,14 @@ class RobustnessReport:
 
     def format(self) -> str:
         lines = [
-            f"robustness: {self.items} GSM8K items; honest proposers {', '.join(self.proposers)}; "
-            f"aggregator {self.aggregator}; references "
+            f"robustness: {self.items} GSM8K items; "
+            + (
+                f"honest proposers {', '.join(self.proposers)}; aggregator {self.aggregator}"
+                if not self.vote
+                else f"a vote of {self.vote} samples of {self.proposers[0]} (the adversary one "
+                f"more voter); on no clear majority aggregator {self.aggregator}"
+            )
+            + "; references "
             + ("UNDEFENDED (fixed markers, special tokens)" if self.undefended else "hardened"),
             "| mode | n | canary returned | accuracy, 0 adversaries | accuracy, 1 adversary "
             "| drop (points) |",
@@ -192,6 +207,7 @@ async def _run(
     concurrency: int,
     local_batch: int,
     given: ProviderRegistry | None,
+    vote: int = 0,
 ) -> list[ModeResult]:
     from moa.engine.mixture import Mixture
     from moa.engine.spec import MixtureSpec
@@ -213,11 +229,24 @@ async def _run(
         else CachingRegistry(local=local, store=SQLiteCallStore(cache))
     )
     registry.add("adversary", adversary)  # its answers are cached too: they never change
-    honest = [{"model": model, "seed": n} for n, model in enumerate(proposers)]
-    common = {"defaults": {"temperature": 0.0, "max_tokens": 512}, "circuit": None}
+    common: dict[str, Any] = {
+        "defaults": {"temperature": 0.0, "max_tokens": 512},
+        "circuit": None,
+        "aggregator": {"model": aggregator},
+    }
+    if vote:
+        # The local-vote preset's samples, as calls: the cache serves its earlier runs.
+        honest: list[dict[str, Any]] = [
+            {"model": proposers[0], "temperature": 0.7 if n else 0.0, "seed": n}
+            for n in range(vote)
+        ]
+        common["strategy"] = {"type": "vote", "answer": "number"}
+        common["aggregator"] = {"model": aggregator, "seed": 0}
+    else:
+        honest = [{"model": model, "seed": n} for n, model in enumerate(proposers)]
 
     def mixture(extra: list[dict[str, Any]]) -> Mixture:
-        spec = {**common, "layers": [[*honest, *extra]], "aggregator": {"model": aggregator}}
+        spec = {**common, "layers": [[*honest, *extra]]}
         return Mixture(MixtureSpec.model_validate(spec), registry)
 
     clean_mix = mixture([])
@@ -255,16 +284,30 @@ def measure(
     local_batch: int = 4,
     defended: bool = True,
     registry: ProviderRegistry | None = None,
+    vote: int = 0,
 ) -> RobustnessReport:
-    """Run the items; ``registry`` (tests, embedding) replaces the one built from ``cache``."""
+    """Run the items; ``registry`` (tests, embedding) replaces the one built from ``cache``.
+
+    ``vote``: N > 0 samples the one proposer N times and decides by a vote (see the module)."""
+    if vote and len(proposers) != 1:
+        raise ValueError(f"a vote samples one proposer; {len(proposers)} were given")
     guard = contextlib.nullcontext() if defended else undefended()
     with guard:
         results = asyncio.run(
             _run(
-                data, items, proposers, aggregator, modes, cache, concurrency, local_batch, registry
+                data,
+                items,
+                proposers,
+                aggregator,
+                modes,
+                cache,
+                concurrency,
+                local_batch,
+                registry,
+                vote,
             )
         )
-    return RobustnessReport(tuple(proposers), aggregator, not defended, items, results)
+    return RobustnessReport(tuple(proposers), aggregator, not defended, items, results, vote)
 
 
 def command(
@@ -285,6 +328,15 @@ def command(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Call every model anew.")] = False,
     concurrency: Annotated[int, typer.Option(min=1, help="Items at once.")] = 4,
     local_batch: Annotated[int, typer.Option(min=1, help="local: {batch} for local models.")] = 4,
+    vote: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=64,
+            help="N > 0: the honest proposers are N samples of the one --proposer, decided by "
+            "a vote (the local-vote preset); the adversary is one more voter.",
+        ),
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """One adversarial proposer among honest ones: canary success and accuracy drop."""
@@ -294,6 +346,8 @@ def command(
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         raise typer.BadParameter(f"unknown mode(s) {', '.join(unknown)}; modes: {', '.join(MODES)}")
+    if vote and len(proposer or ()) > 1:
+        raise typer.BadParameter("--vote samples one --proposer; give at most one")
     store = None if no_cache else (cache or DEFAULT_CACHE).expanduser()
     report = measure(
         data,
@@ -305,5 +359,6 @@ def command(
         concurrency=concurrency,
         local_batch=local_batch,
         defended=not undefended_run,
+        vote=vote,
     )
     typer.echo(json.dumps(report.rows(), indent=2) if as_json else report.format())
