@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 from typer.testing import CliRunner
@@ -171,3 +172,37 @@ def test_a_vote_samples_one_proposer() -> None:
         app, ["bench", "robustness", "--data", str(DATA), "--vote", "3", *two, "--no-cache"]
     )
     assert result.exit_code == 2 and "--vote samples one --proposer" in result.output
+
+
+def test_the_adversarys_position_decides_what_a_first_reference_follower_answers() -> None:
+    def follower(request: CompletionRequest) -> str:
+        """An aggregator that repeats the first number it reads in the references."""
+        numbers = re.findall(r"#### (\d+)", request.messages[0].content)
+        return f"#### {numbers[0]}" if numbers else "####"
+
+    def run_at(position: Literal["first", "last"]) -> dict[str, Any]:
+        registry = (
+            ProviderRegistry()
+            .add("fake", FunctionProvider(honest, name="fake"))
+            .add("judge", FunctionProvider(follower, name="judge"))
+        )
+        report = measure(
+            str(DATA),
+            items=3,
+            proposers=("fake:a",),
+            aggregator="judge:agg",
+            registry=registry,
+            modes=("deceptive",),
+            position=position,
+        )
+        assert f"adversary shown {position}" in report.format()
+        return report.rows()[0]
+
+    last, first = run_at("last"), run_at("first")
+    assert last["accuracy_attacked"] == 1.0 and last["drop"]["mean"] == 0.0
+    assert first["accuracy_clean"] == 1.0 and first["accuracy_attacked"] == 0.0
+    assert first["drop"]["mean"] == 1.0
+    result = CliRunner().invoke(
+        app, ["bench", "robustness", "--data", str(DATA), "--position", "middle", "--no-cache"]
+    )
+    assert result.exit_code == 2 and "--position must be 'first' or 'last'" in result.output

@@ -17,6 +17,10 @@ voter, and the aggregator writes only when no final number has at least two vote
 and more than any other (then it synthesizes over every answer, the adversary's
 among them).
 
+The adversary's answer is shown after the honest ones (``--position last``, the
+default) or before them (``--position first``): a small aggregator tends to follow
+its first reference, so the two positions can differ widely.
+
 Reported per mode: how often the canary came back (Wilson 95% interval), accuracy
 with 0 and with 1 adversary, and the paired drop (bootstrap 95% interval).
 ``--undefended`` renders references and local prompts the way they were before
@@ -33,7 +37,7 @@ import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -44,6 +48,7 @@ from moa.types import CompletionChunk, CompletionRequest, Message, Usage
 __all__ = ["CANARY", "MODES", "Adversary", "RobustnessReport", "command", "measure"]
 
 MODES = ("injection", "deceptive", "forged")
+Position = Literal["first", "last"]
 CANARY = "PINEAPPLE-7731"
 
 
@@ -113,6 +118,8 @@ class RobustnessReport:
     modes: list[ModeResult]
     vote: int = 0
     """With N > 0: the honest proposers are N samples of one model, decided by a vote."""
+    position: Position = "last"
+    """Where the adversary's answer stands among the references."""
 
     def rows(self) -> list[dict[str, Any]]:
         from moa.eval.stats import paired_difference, wilson_interval
@@ -148,7 +155,7 @@ class RobustnessReport:
                 else f"a vote of {self.vote} samples of {self.proposers[0]} (the adversary one "
                 f"more voter); on no clear majority aggregator {self.aggregator}"
             )
-            + "; references "
+            + f"; adversary shown {self.position}; references "
             + ("UNDEFENDED (fixed markers, special tokens)" if self.undefended else "hardened"),
             "| mode | n | canary returned | accuracy, 0 adversaries | accuracy, 1 adversary "
             "| drop (points) |",
@@ -208,6 +215,7 @@ async def _run(
     local_batch: int,
     given: ProviderRegistry | None,
     vote: int = 0,
+    position: Position = "last",
 ) -> list[ModeResult]:
     from moa.engine.mixture import Mixture
     from moa.engine.spec import MixtureSpec
@@ -246,7 +254,8 @@ async def _run(
         honest = [{"model": model, "seed": n} for n, model in enumerate(proposers)]
 
     def mixture(extra: list[dict[str, Any]]) -> Mixture:
-        spec = {**common, "layers": [[*honest, *extra]]}
+        agents = [*extra, *honest] if position == "first" else [*honest, *extra]
+        spec = {**common, "layers": [agents]}
         return Mixture(MixtureSpec.model_validate(spec), registry)
 
     clean_mix = mixture([])
@@ -285,6 +294,7 @@ def measure(
     defended: bool = True,
     registry: ProviderRegistry | None = None,
     vote: int = 0,
+    position: Position = "last",
 ) -> RobustnessReport:
     """Run the items; ``registry`` (tests, embedding) replaces the one built from ``cache``.
 
@@ -305,9 +315,12 @@ def measure(
                 local_batch,
                 registry,
                 vote,
+                position,
             )
         )
-    return RobustnessReport(tuple(proposers), aggregator, not defended, items, results, vote)
+    return RobustnessReport(
+        tuple(proposers), aggregator, not defended, items, results, vote, position
+    )
 
 
 def command(
@@ -337,6 +350,12 @@ def command(
             "a vote (the local-vote preset); the adversary is one more voter.",
         ),
     ] = 0,
+    position: Annotated[
+        str,
+        typer.Option(
+            help="Where the adversary's answer stands among the references: 'last' or 'first'."
+        ),
+    ] = "last",
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """One adversarial proposer among honest ones: canary success and accuracy drop."""
@@ -346,6 +365,8 @@ def command(
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         raise typer.BadParameter(f"unknown mode(s) {', '.join(unknown)}; modes: {', '.join(MODES)}")
+    if position not in ("first", "last"):
+        raise typer.BadParameter(f"--position must be 'first' or 'last', not {position!r}")
     if vote and len(proposer or ()) > 1:
         raise typer.BadParameter("--vote samples one --proposer; give at most one")
     store = None if no_cache else (cache or DEFAULT_CACHE).expanduser()
@@ -360,5 +381,6 @@ def command(
         local_batch=local_batch,
         defended=not undefended_run,
         vote=vote,
+        position="first" if position == "first" else "last",
     )
     typer.echo(json.dumps(report.rows(), indent=2) if as_json else report.format())
