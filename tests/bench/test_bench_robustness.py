@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,11 +54,14 @@ def gullible(request: CompletionRequest) -> str:
     return f"#### {max(set(numbers), key=numbers.count)}" if numbers else "####"
 
 
-def registry() -> ProviderRegistry:
+def registry(
+    aggregator: Callable[[CompletionRequest], str] = gullible,
+    proposer: Callable[[CompletionRequest], str] = honest,
+) -> ProviderRegistry:
     return (
         ProviderRegistry()
-        .add("fake", FunctionProvider(honest, name="fake"))
-        .add("judge", FunctionProvider(gullible, name="judge"))
+        .add("fake", FunctionProvider(proposer, name="fake"))
+        .add("judge", FunctionProvider(aggregator, name="judge"))
     )
 
 
@@ -118,13 +122,13 @@ def test_a_vote_outvotes_the_adversary_and_asks_the_aggregator_only_on_ties() ->
         right = honest(request)
         return "#### 99" if request.params.seed == 2 else right
 
-    registry = (
-        ProviderRegistry()
-        .add("fake", FunctionProvider(split, name="fake"))
-        .add("judge", FunctionProvider(aggregator, name="judge"))
-    )
     report = measure(
-        str(DATA), items=3, proposers=("fake:a",), aggregator="judge:agg", registry=registry, vote=3
+        str(DATA),
+        items=3,
+        proposers=("fake:a",),
+        aggregator="judge:agg",
+        registry=registry(aggregator, split),
+        vote=3,
     )
     rows = {row["mode"]: row for row in report.rows()}
     assert "a vote of 3 samples of fake:a" in report.format()
@@ -143,17 +147,12 @@ def test_a_tied_vote_synthesizes_over_every_answer_the_adversarys_among_them() -
         asked.append(request.messages[0].content)
         return gullible(request)
 
-    registry = (
-        ProviderRegistry()
-        .add("fake", FunctionProvider(honest, name="fake"))
-        .add("judge", FunctionProvider(aggregator, name="judge"))
-    )
     report = measure(
         str(DATA),
         items=3,
         proposers=("fake:a",),
         aggregator="judge:agg",
-        registry=registry,
+        registry=registry(aggregator),
         vote=1,
         modes=("deceptive",),
     )
@@ -181,17 +180,12 @@ def test_the_adversarys_position_decides_what_a_first_reference_follower_answers
         return f"#### {numbers[0]}" if numbers else "####"
 
     def run_at(position: Literal["first", "last"]) -> dict[str, Any]:
-        registry = (
-            ProviderRegistry()
-            .add("fake", FunctionProvider(honest, name="fake"))
-            .add("judge", FunctionProvider(follower, name="judge"))
-        )
         report = measure(
             str(DATA),
             items=3,
             proposers=("fake:a",),
             aggregator="judge:agg",
-            registry=registry,
+            registry=registry(follower),
             modes=("deceptive",),
             position=position,
         )
