@@ -69,6 +69,36 @@ def test_export_of_some_models_and_the_same_bytes_for_the_same_calls(tmp_path: P
     assert (tmp_path / "one.jsonl.gz").read_bytes() == (tmp_path / "two.jsonl.gz").read_bytes()
 
 
+def test_export_leaves_out_the_calls_earlier_logs_hold(tmp_path: Path) -> None:
+    store = SQLiteCallStore(tmp_path / "calls.sqlite")
+    _run(store)
+    export_calls(store, tmp_path / "aggregator.jsonl.gz", models=["fake:agg"])
+    assert (
+        export_calls(store, tmp_path / "new.jsonl", excluding=[tmp_path / "aggregator.jsonl.gz"])
+        == 2
+    )
+    models = {
+        json.loads(line)["model"] for line in (tmp_path / "new.jsonl").read_text().splitlines()[1:]
+    }
+    assert models == {"a", "b"}
+    cache = ["--cache", str(tmp_path / "calls.sqlite")]
+    logs = [
+        "--except",
+        str(tmp_path / "aggregator.jsonl.gz"),
+        "--except",
+        str(tmp_path / "new.jsonl"),
+    ]
+    result = CliRunner().invoke(
+        app, ["cache", "export", str(tmp_path / "cli.jsonl"), *cache, *logs]
+    )
+    assert result.exit_code == 0 and "exported 0 calls" in result.output
+    missing = CliRunner().invoke(
+        app, ["cache", "export", str(tmp_path / "x.jsonl"), *cache, "--except", "none.jsonl"]
+    )
+    assert missing.exit_code == 2 and "no call log" in missing.output
+    assert not (tmp_path / "x.jsonl").exists()  # nothing written when a log is missing
+
+
 def test_files_that_are_not_call_logs_are_refused_with_the_reason(tmp_path: Path) -> None:
     store = SQLiteCallStore(tmp_path / "calls.sqlite")
     _run(store)

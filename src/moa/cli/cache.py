@@ -68,13 +68,21 @@ def export(
         list[str] | None,
         typer.Option("--model", "-m", help="Only this model id's calls (repeatable)."),
     ] = None,
+    excluding: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--except",
+            help="Leave out the calls this call log already holds (repeatable), e.g. the logs "
+            "of the reports a run built on.",
+        ),
+    ] = None,
 ) -> None:
     """Write the cache's calls to a call log, e.g. to commit beside a report."""
     from moa.providers.cache_file import export_calls
 
     with reporting_errors():
         store = _store(path, must_exist=True)
-        count = export_calls(store, file, models=models or ())
+        count = export_calls(store, file, models=models or (), excluding=excluding or ())
         store.close()
     Console(stderr=True, highlight=False).print(f"exported {count} calls to {escape(str(file))}")
 

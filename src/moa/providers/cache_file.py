@@ -22,7 +22,7 @@ from moa.errors import ConfigError
 from moa.files import private_file
 from moa.providers.cache import KEY_VERSION, ROW_FIELDS, SQLiteCallStore
 
-__all__ = ["export_calls", "import_calls"]
+__all__ = ["export_calls", "import_calls", "read_calls"]
 
 FORMAT = "moa-call-log"
 FORMAT_VERSION = 1
@@ -44,10 +44,20 @@ def _open(path: Path, mode: str) -> Iterator[IO[str]]:
             yield text
 
 
-def export_calls(store: SQLiteCallStore, path: str | Path, *, models: Sequence[str] = ()) -> int:
-    """Write the store's calls (of ``models`` only, when given) to ``path``; returns how many."""
+def export_calls(
+    store: SQLiteCallStore,
+    path: str | Path,
+    *,
+    models: Sequence[str] = (),
+    excluding: Sequence[str | Path] = (),
+) -> int:
+    """Write the store's calls (of ``models`` only, when given) to ``path``; returns how many.
+
+    Calls that the call logs ``excluding`` already hold are left out, so a report's log
+    can carry only the calls its run added to those of earlier reports."""
     target = Path(path).expanduser()
-    rows = store.rows(models)
+    known = {row["key"] for log in excluding for row in read_calls(log)}
+    rows = [row for row in store.rows(models) if row["key"] not in known]
     with _open(private_file(target), "w") as out:
         header = {"format": FORMAT, "version": FORMAT_VERSION, "key_version": KEY_VERSION}
         out.write(json.dumps(header) + "\n")
@@ -58,6 +68,12 @@ def export_calls(store: SQLiteCallStore, path: str | Path, *, models: Sequence[s
 
 def import_calls(store: SQLiteCallStore, path: str | Path) -> tuple[int, int]:
     """Add the calls of ``path`` that ``store`` lacks: ``(added, calls in the file)``."""
+    rows = read_calls(path)
+    return store.add_rows(rows), len(rows)
+
+
+def read_calls(path: str | Path) -> list[dict[str, Any]]:
+    """The stored calls of the call log ``path`` (checked line by line)."""
     source = Path(path).expanduser()
     if not source.is_file():
         raise ConfigError(f"no call log at {str(source)!r}")
@@ -70,7 +86,7 @@ def import_calls(store: SQLiteCallStore, path: str | Path) -> tuple[int, int]:
                     rows.append(_row(source, number, line))
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the call log {str(source)!r}: {exc}") from exc
-    return store.add_rows(rows), len(rows)
+    return rows
 
 
 def _check_header(source: Path, line: str) -> None:
