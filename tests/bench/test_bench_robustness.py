@@ -200,3 +200,13 @@ def test_the_adversarys_position_decides_what_a_first_reference_follower_answers
         app, ["bench", "robustness", "--data", str(DATA), "--position", "middle", "--no-cache"]
     )
     assert result.exit_code == 2 and "--position must be 'first' or 'last'" in result.output
+
+
+def test_a_missing_data_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "none.jsonl"
+    result = CliRunner().invoke(
+        app, ["bench", "robustness", "--data", str(missing), "--items", "1", "--no-cache"]
+    )
+    said = " ".join(result.output.split())  # the console wraps long lines
+    assert result.exit_code == 2 and "Traceback" not in said
+    assert f"error: data file '{missing}' does not exist" in said
