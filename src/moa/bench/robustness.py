@@ -18,8 +18,8 @@ and more than any other (then it synthesizes over every answer, the adversary's
 among them).
 
 The adversary's answer is shown after the honest ones (``--position last``, the
-default) or before them (``--position first``): a small aggregator tends to follow
-its first reference, so the two positions can differ widely.
+default) or before them (``--position first``): an aggregator may favour one
+position over the other, so an attack can land in one and not in the other.
 
 Reported per mode: how often the canary came back (Wilson 95% interval), accuracy
 with 0 and with 1 adversary, and the paired drop (bootstrap 95% interval).
