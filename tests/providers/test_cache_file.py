@@ -81,6 +81,12 @@ def test_export_leaves_out_the_calls_earlier_logs_hold(tmp_path: Path) -> None:
         json.loads(line)["model"] for line in (tmp_path / "new.jsonl").read_text().splitlines()[1:]
     }
     assert models == {"a", "b"}
+    # The same request answered differently (decoded again) is not the same call: kept.
+    row = store.rows(["fake:agg"])[0]
+    other = SQLiteCallStore(tmp_path / "other.sqlite")
+    other.put(row["key"], "fake", "agg", CachedCall("It is 5.", Usage(1, 2), "stop", 0.5))
+    export_calls(other, tmp_path / "other.jsonl")
+    assert export_calls(store, tmp_path / "kept.jsonl", excluding=[tmp_path / "other.jsonl"]) == 3
     cache = ["--cache", str(tmp_path / "calls.sqlite")]
     logs = [
         "--except",

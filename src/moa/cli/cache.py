@@ -72,8 +72,8 @@ def export(
         list[Path] | None,
         typer.Option(
             "--except",
-            help="Leave out the calls this call log already holds (repeatable), e.g. the logs "
-            "of the reports a run built on.",
+            help="Leave out the calls this call log already holds, with the same answer "
+            "(repeatable), e.g. the logs of the reports a run built on.",
         ),
     ] = None,
 ) -> None:

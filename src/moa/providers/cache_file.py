@@ -53,11 +53,13 @@ def export_calls(
 ) -> int:
     """Write the store's calls (of ``models`` only, when given) to ``path``; returns how many.
 
-    Calls that the call logs ``excluding`` already hold are left out, so a report's log
-    can carry only the calls its run added to those of earlier reports."""
+    Calls that the call logs ``excluding`` already hold (the same key and the same answer)
+    are left out, so a report's log can carry only the calls its run added to those of
+    earlier reports. A call whose key is there with another answer (the same request
+    decoded again, e.g. in another batch) is kept: it is what this run saw."""
     target = Path(path).expanduser()
-    known = {row["key"] for log in excluding for row in read_calls(log)}
-    rows = [row for row in store.rows(models) if row["key"] not in known]
+    known = {(row["key"], row["text"]) for log in excluding for row in read_calls(log)}
+    rows = [row for row in store.rows(models) if (row["key"], row["text"]) not in known]
     with _open(private_file(target), "w") as out:
         header = {"format": FORMAT, "version": FORMAT_VERSION, "key_version": KEY_VERSION}
         out.write(json.dumps(header) + "\n")
