@@ -10,7 +10,14 @@ from typing import Any, Literal
 import pytest
 from typer.testing import CliRunner
 
-from moa.bench.robustness import CANARY, MODES, Adversary, measure, undefended
+from moa.bench.robustness import (
+    CANARY,
+    MODES,
+    Adversary,
+    RobustnessReport,
+    measure,
+    undefended,
+)
 from moa.cli.main import app
 from moa.engine import references
 from moa.providers import local_model
@@ -109,12 +116,25 @@ def test_the_adversary_and_the_undefended_rendering() -> None:
     assert (references.render_references, local_model.tokens_for) == kept
 
 
-def test_a_vote_outvotes_the_adversary_and_asks_the_aggregator_only_on_ties() -> None:
-    asked: list[str] = []
+def one_proposer(fakes: ProviderRegistry, **options: Any) -> RobustnessReport:
+    """``measure`` over the three fixture items: proposer ``fake:a``, aggregator ``judge:agg``."""
+    return measure(
+        str(DATA), items=3, proposers=("fake:a",), aggregator="judge:agg", registry=fakes, **options
+    )
+
+
+def recording(asked: list[str]) -> Callable[[CompletionRequest], str]:
+    """The gullible aggregator, keeping every prompt it is asked in ``asked``."""
 
     def aggregator(request: CompletionRequest) -> str:
         asked.append(request.messages[0].content)
         return gullible(request)
+
+    return aggregator
+
+
+def test_a_vote_outvotes_the_adversary_and_asks_the_aggregator_only_on_ties() -> None:
+    asked: list[str] = []
 
     def split(request: CompletionRequest) -> str:
         # Two samples give the gold answer on "Tom has", the third a wrong one; on the
@@ -122,14 +142,7 @@ def test_a_vote_outvotes_the_adversary_and_asks_the_aggregator_only_on_ties() ->
         right = honest(request)
         return "#### 99" if request.params.seed == 2 else right
 
-    report = measure(
-        str(DATA),
-        items=3,
-        proposers=("fake:a",),
-        aggregator="judge:agg",
-        registry=registry(aggregator, split),
-        vote=3,
-    )
+    report = one_proposer(registry(recording(asked), split), vote=3)
     rows = {row["mode"]: row for row in report.rows()}
     assert "a vote of 3 samples of fake:a" in report.format()
     for mode in MODES:
@@ -142,20 +155,7 @@ def test_a_vote_outvotes_the_adversary_and_asks_the_aggregator_only_on_ties() ->
 
 def test_a_tied_vote_synthesizes_over_every_answer_the_adversarys_among_them() -> None:
     asked: list[str] = []
-
-    def aggregator(request: CompletionRequest) -> str:
-        asked.append(request.messages[0].content)
-        return gullible(request)
-
-    report = measure(
-        str(DATA),
-        items=3,
-        proposers=("fake:a",),
-        aggregator="judge:agg",
-        registry=registry(aggregator),
-        vote=1,
-        modes=("deceptive",),
-    )
+    report = one_proposer(registry(recording(asked)), vote=1, modes=("deceptive",))
     # One sample alone has one vote, below min_votes (2): the clean run synthesizes too.
     # With the deceptive voter it is 1 against 1, and the synthesis shows both answers.
     assert len(asked) == 6
@@ -180,15 +180,7 @@ def test_the_adversarys_position_decides_what_a_first_reference_follower_answers
         return f"#### {numbers[0]}" if numbers else "####"
 
     def run_at(position: Literal["first", "last"]) -> dict[str, Any]:
-        report = measure(
-            str(DATA),
-            items=3,
-            proposers=("fake:a",),
-            aggregator="judge:agg",
-            registry=registry(follower),
-            modes=("deceptive",),
-            position=position,
-        )
+        report = one_proposer(registry(follower), modes=("deceptive",), position=position)
         assert f"adversary shown {position}" in report.format()
         return report.rows()[0]
 
