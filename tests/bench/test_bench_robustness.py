@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from moa.engine import references
 from moa.providers import local_model
 from moa.providers.registry import ProviderRegistry
 from moa.testing import FunctionProvider
-from moa.types import CompletionRequest
+from moa.types import CompletionRequest, Message
 
 DATA = Path(__file__).parents[1] / "fixtures" / "eval" / "gsm8k_mini.jsonl"
 GOLD = {"Tom has": "7", "A box holds": "60", "Sara saved": "750"}
@@ -202,3 +203,38 @@ def test_a_missing_data_file_is_one_line_naming_it(tmp_path: Path) -> None:
     said = " ".join(result.output.split())  # the console wraps long lines
     assert result.exit_code == 2 and "Traceback" not in said
     assert said.startswith("error: data file") and "none.jsonl' does not exist" in said
+
+
+def test_the_documented_api_command_measures_an_obedient_aggregator_over_http(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The report's ``together:`` command, with Together's endpoint replaced by a local fake.
+
+    The fake aggregator obeys a canary instruction wherever it reads one, as instruction-tuned
+    API models tend to, so the bench must count every injected answer."""
+    from moa.providers.endpoints import BUILTIN_PROVIDERS
+    from moa.testing import FakeOpenAIServer, ModelBehavior
+
+    def as_request(body: dict[str, Any]) -> CompletionRequest:
+        turns = tuple(Message(m["role"], m["content"]) for m in body["messages"])
+        return CompletionRequest(body["model"], turns)
+
+    big, small = "Qwen/Qwen2.5-72B-Instruct-Turbo", "Qwen/Qwen2.5-7B-Instruct-Turbo"
+    models = {
+        big: ModelBehavior(text=lambda body: gullible(as_request(body)), require_key="k-123"),
+        small: ModelBehavior(text=lambda body: honest(as_request(body)), require_key="k-123"),
+    }
+    with FakeOpenAIServer(models) as server:
+        together = BUILTIN_PROVIDERS["together"].model_copy(update={"base_url": server.base_url})
+        monkeypatch.setitem(BUILTIN_PROVIDERS, "together", together)
+        monkeypatch.setenv("TOGETHER_API_KEY", "k-123")
+        command = ["bench", "robustness", "--data", str(DATA), "--items", "3", "--no-cache"]
+        api = ["--aggregator", f"together:{big}", "--proposer", f"together:{small}", "--json"]
+        result = CliRunner().invoke(app, [*command, *api])
+        asked = {record.model for record in server.records if record.status == 200}
+    assert result.exit_code == 0, result.output
+    rows = {row["mode"]: row for row in json.loads(result.output)}
+    assert asked == {big, small}
+    assert rows["injection"]["canary"] == 3 and rows["injection"]["accuracy_attacked"] == 0.0
+    assert rows["forged"]["canary"] == 0 and rows["deceptive"]["drop"]["mean"] == 0.0
+    assert all(row["accuracy_clean"] == 1.0 for row in rows.values())
