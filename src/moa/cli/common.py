@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shlex
 import sys
@@ -36,6 +37,7 @@ __all__ = [
     "err_console",
     "progress_bar",
     "reporting_errors",
+    "unwrap_help",
 ]
 
 err_console = Console(stderr=True)
@@ -144,3 +146,26 @@ def command_line(ctx: typer.Context, *command: str) -> str:
         else:
             words += [flag, str(value)]
     return shlex.join(words)
+
+
+def unwrap_help(app: typer.Typer) -> None:
+    """Make each paragraph of every command's docstring one line, in ``app`` and its groups.
+
+    Typer's rich help keeps a docstring's line breaks, so a paragraph wrapped for the source
+    broke mid-sentence in a terminal narrower than the source lines; as one line, rich wraps
+    it to the terminal's width. A paragraph laid out by hand (a list, or one that starts
+    with Typer's ``\\b``) keeps its lines.
+    """
+    for info in app.registered_commands:
+        text = info.help or inspect.getdoc(info.callback) or ""
+        info.help = "\n\n".join(_one_line(part) for part in text.split("\n\n")) or None
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            unwrap_help(group.typer_instance)
+
+
+def _one_line(paragraph: str) -> str:
+    lines = paragraph.strip("\n").splitlines()
+    if any(line.lstrip().startswith(("-", "*", "\b")) for line in lines):
+        return paragraph
+    return " ".join(paragraph.split())

@@ -14,6 +14,7 @@ from moa import __version__
 from moa.cli.batch import batch_command
 from moa.cli.bench import bench_app
 from moa.cli.cache import cache_app
+from moa.cli.common import unwrap_help
 from moa.cli.eval import eval_command
 from moa.cli.judge import judge_app
 from moa.cli.logs import logs_app
@@ -47,6 +48,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(cache_app, name="cache")
 app.add_typer(judge_app, name="judge")
 app.add_typer(logs_app, name="logs")
+unwrap_help(app)
 
 
 def _version(value: bool) -> None:
