@@ -205,10 +205,12 @@ def test_a_missing_data_file_is_one_line_naming_it(tmp_path: Path) -> None:
     assert said.startswith("error: data file") and "none.jsonl' does not exist" in said
 
 
+@pytest.mark.parametrize("endpoint", ["builtin", "config"])
 def test_the_documented_api_command_measures_an_obedient_aggregator_over_http(
-    monkeypatch: pytest.MonkeyPatch,
+    endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The report's ``together:`` command, with Together's endpoint replaced by a local fake.
+    """The report's ``together:`` command with Together's endpoint replaced by a local fake;
+    and the same through a provider that ``--config`` names.
 
     The fake aggregator obeys a canary instruction wherever it reads one, as instruction-tuned
     API models tend to, so the bench must count every injected answer."""
@@ -224,12 +226,25 @@ def test_the_documented_api_command_measures_an_obedient_aggregator_over_http(
         big: ModelBehavior(text=lambda body: gullible(as_request(body)), require_key="k-123"),
         small: ModelBehavior(text=lambda body: honest(as_request(body)), require_key="k-123"),
     }
+    command = ["bench", "robustness", "--data", str(DATA), "--items", "3", "--no-cache", "--json"]
     with FakeOpenAIServer(models) as server:
-        together = BUILTIN_PROVIDERS["together"].model_copy(update={"base_url": server.base_url})
-        monkeypatch.setitem(BUILTIN_PROVIDERS, "together", together)
-        monkeypatch.setenv("TOGETHER_API_KEY", "k-123")
-        command = ["bench", "robustness", "--data", str(DATA), "--items", "3", "--no-cache"]
-        api = ["--aggregator", f"together:{big}", "--proposer", f"together:{small}", "--json"]
+        if endpoint == "builtin":
+            name = "together"
+            together = BUILTIN_PROVIDERS[name].model_copy(update={"base_url": server.base_url})
+            monkeypatch.setitem(BUILTIN_PROVIDERS, name, together)
+            monkeypatch.setenv("TOGETHER_API_KEY", "k-123")
+        else:
+            name = "mine"
+            config = tmp_path / "endpoints.yaml"
+            config.write_text(
+                f"aggregator: {{model: 'mine:{big}'}}\n"
+                f"providers:\n  mine: {{base_url: '{server.base_url}', api_key_env: MINE_KEY}}\n"
+            )
+            monkeypatch.setenv("MINE_KEY", "k-123")
+            command += ["--config", str(config)]
+        # Two honest proposers: the fake aggregator's vote must not hang on a 1-1 tie.
+        honest_two = ["--proposer", f"{name}:{small}", "--proposer", f"{name}:{small}"]
+        api = ["--aggregator", f"{name}:{big}", *honest_two]
         result = CliRunner().invoke(app, [*command, *api])
         asked = {record.model for record in server.records if record.status == 200}
     assert result.exit_code == 0, result.output

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -43,6 +43,7 @@ import typer
 
 from moa.providers.base import Provider
 from moa.providers.registry import ProviderRegistry
+from moa.providers.settings import ProviderSettings
 from moa.types import CompletionChunk, CompletionRequest, Message, Usage
 
 __all__ = ["CANARY", "MODES", "Adversary", "RobustnessReport", "command", "measure"]
@@ -216,6 +217,7 @@ async def _run(
     given: ProviderRegistry | None,
     vote: int = 0,
     position: Position = "last",
+    providers: Mapping[str, ProviderSettings] | None = None,
 ) -> list[ModeResult]:
     from moa.engine.mixture import Mixture
     from moa.engine.spec import MixtureSpec
@@ -232,9 +234,9 @@ async def _run(
     adversary = Adversary({q: item.answer or "" for q, item in zip(questions, loaded, strict=True)})
     local = LocalSettings(batch=local_batch)
     registry: ProviderRegistry = given or (
-        ProviderRegistry(local=local)
+        ProviderRegistry(providers, local)
         if cache is None
-        else CachingRegistry(local=local, store=SQLiteCallStore(cache))
+        else CachingRegistry(providers, local, store=SQLiteCallStore(cache))
     )
     registry.add("adversary", adversary)  # its answers are cached too: they never change
     common: dict[str, Any] = {
@@ -295,8 +297,11 @@ def measure(
     registry: ProviderRegistry | None = None,
     vote: int = 0,
     position: Position = "last",
+    providers: Mapping[str, ProviderSettings] | None = None,
 ) -> RobustnessReport:
     """Run the items; ``registry`` (tests, embedding) replaces the one built from ``cache``.
+
+    ``providers`` adds or overrides provider names (a config's ``providers:`` block).
 
     ``vote``: N > 0 samples the one proposer N times and decides by a vote (see the module)."""
     if vote and len(proposers) != 1:
@@ -316,6 +321,7 @@ def measure(
                 registry,
                 vote,
                 position,
+                providers or {},
             )
         )
     return RobustnessReport(
@@ -356,9 +362,16 @@ def command(
             help="Where the adversary's answer stands among the references: 'last' or 'first'."
         ),
     ] = "last",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="A config whose providers: block names the endpoints to use."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """One adversarial proposer among honest ones: canary success and accuracy drop."""
+    from moa.config import load_config
     from moa.providers.cache import DEFAULT_CACHE
 
     modes = tuple(mode or MODES)
@@ -370,6 +383,7 @@ def command(
     if vote and len(proposer or ()) > 1:
         raise typer.BadParameter("--vote samples one --proposer; give at most one")
     store = None if no_cache else (cache or DEFAULT_CACHE).expanduser()
+    providers = load_config(config).providers if config is not None else None
     report = measure(
         data,
         items=items,
@@ -382,5 +396,6 @@ def command(
         defended=not undefended_run,
         vote=vote,
         position="first" if position == "first" else "last",
+        providers=providers,
     )
     typer.echo(json.dumps(report.rows(), indent=2) if as_json else report.format())
