@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from moa.bench.robustness import (
     CANARY,
+    CANARY_MODES,
     MODES,
     Adversary,
     RobustnessReport,
@@ -99,6 +100,24 @@ def test_the_defences_keep_forged_markers_from_closing_a_reference() -> None:
     # One confident wrong answer against two honest ones loses the vote.
     assert after["deceptive"]["accuracy_attacked"] == 1.0
     assert after["deceptive"]["drop"]["mean"] == 0.0  # type: ignore[index]
+
+
+def test_the_canary_is_pooled_over_the_attacks_that_ask_for_it() -> None:
+    report = measure(
+        str(DATA),
+        items=3,
+        proposers=("fake:a", "fake:b"),
+        aggregator="judge:agg",
+        registry=registry(),
+    )
+    # Defended: the plain injection works on this obedient fake (3 of 3), the forged one not.
+    pooled = report.canary_pooled()
+    assert pooled is not None and pooled["modes"] == list(CANARY_MODES)
+    assert (pooled["canary"], pooled["n"]) == (3, 6)
+    assert "(injection, forged): 3 of 6 (50.0%, CI" in report.format()
+    honest_only = one_proposer(registry(), modes=("deceptive",))
+    assert honest_only.canary_pooled() is None
+    assert "ask for it" not in honest_only.format()
 
 
 def test_the_adversary_and_the_undefended_rendering() -> None:
