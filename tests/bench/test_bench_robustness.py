@@ -74,8 +74,9 @@ def registry(
     )
 
 
-def run(defended: bool) -> dict[str, dict[str, object]]:
-    report = measure(
+def two_proposers(defended: bool = True) -> RobustnessReport:
+    """``measure`` over the three fixture items: two honest proposers, the gullible aggregator."""
+    return measure(
         str(DATA),
         items=3,
         proposers=("fake:a", "fake:b"),
@@ -83,6 +84,10 @@ def run(defended: bool) -> dict[str, dict[str, object]]:
         registry=registry(),
         defended=defended,
     )
+
+
+def run(defended: bool) -> dict[str, dict[str, object]]:
+    report = two_proposers(defended)
     assert report.items == 3 and [m.mode for m in report.modes] == list(MODES)
     assert "| injection | 3 |" in report.format()
     return {row["mode"]: row for row in report.rows()}
@@ -103,13 +108,7 @@ def test_the_defences_keep_forged_markers_from_closing_a_reference() -> None:
 
 
 def test_the_canary_is_pooled_over_the_attacks_that_ask_for_it() -> None:
-    report = measure(
-        str(DATA),
-        items=3,
-        proposers=("fake:a", "fake:b"),
-        aggregator="judge:agg",
-        registry=registry(),
-    )
+    report = two_proposers()
     # Defended: the plain injection works on this obedient fake (3 of 3), the forged one not.
     pooled = report.canary_pooled()
     assert pooled is not None and pooled["modes"] == list(CANARY_MODES)
