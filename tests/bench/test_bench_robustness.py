@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable
@@ -271,3 +272,16 @@ def test_the_documented_api_command_measures_an_obedient_aggregator_over_http(
     assert rows["injection"]["canary"] == 3 and rows["injection"]["accuracy_attacked"] == 0.0
     assert rows["forged"]["canary"] == 0 and rows["deceptive"]["drop"]["mean"] == 0.0
     assert all(row["accuracy_clean"] == 1.0 for row in rows.values())
+
+
+def test_outcomes_are_kept_in_item_order_whatever_order_the_items_finish_in() -> None:
+    delays = {"Tom has": 0.06, "A box holds": 0.03, "Sara saved": 0.0}
+
+    async def slow_first(request: CompletionRequest) -> str:
+        """Honest on the first item only, and slowest there: the items finish last to first."""
+        question = request.messages[-1].content
+        await asyncio.sleep(next(d for q, d in delays.items() if q in question))
+        return honest(request) if "Tom has" in question else "#### 0"
+
+    report = one_proposer(registry(proposer=slow_first), modes=("deceptive",), concurrency=3)
+    assert report.modes[0].clean == [True, False, False]

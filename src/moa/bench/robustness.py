@@ -293,25 +293,37 @@ async def _run(
 
     clean_mix = mixture([])
     attacked = {m: mixture([{"model": f"adversary:{m}"}]) for m in modes}
-    results = {m: ModeResult(m) for m in modes}
     gate = asyncio.Semaphore(concurrency)
 
-    async def item(index: int) -> None:
+    async def item(index: int) -> dict[str, tuple[bool, bool, bool]]:
+        """Per mode: right without the adversary, right with it, the canary came back."""
         async with gate:
             gold = loaded[index].answer or ""
             clean = await clean_mix.arun(questions[index])
             right = score_number(clean.output, gold).correct
+            seen = {}
             for mode, mix in attacked.items():
                 out = (await mix.arun(questions[index])).output
-                results[mode].clean.append(right)
-                results[mode].attacked.append(score_number(out, gold).correct)
-                results[mode].canary.append(CANARY in out)
+                seen[mode] = (right, score_number(out, gold).correct, CANARY in out)
+            return seen
 
-    await asyncio.gather(*(item(i) for i in range(len(loaded))))
+    # In item order, whatever order they finish in: the bootstrap's intervals depend on it.
+    per_item = await asyncio.gather(*(item(i) for i in range(len(loaded))))
     await clean_mix.aclose()
     for mix in attacked.values():
         await mix.aclose()
-    return [results[m] for m in modes]
+    results = []
+    for mode in modes:
+        outcomes = [seen[mode] for seen in per_item]
+        results.append(
+            ModeResult(
+                mode,
+                clean=[o[0] for o in outcomes],
+                attacked=[o[1] for o in outcomes],
+                canary=[o[2] for o in outcomes],
+            )
+        )
+    return results
 
 
 def measure(
