@@ -13,7 +13,9 @@ import yaml
 
 from moa.config import parse_config
 from moa.errors import ConfigError
+from moa.eval.runner import select_items
 from moa.eval.stats import Estimate
+from moa.eval.tasks import get_task
 from moa.providers.cache import CachingRegistry, SQLiteCallStore
 from moa.providers.registry import ProviderRegistry
 from moa.select import (
@@ -58,7 +60,9 @@ def two_task_pool(item_number: ItemNumber, mixture_right: Rule) -> FunctionProvi
     return FunctionProvider(reply)
 
 
-def multi_run(gsm8k: Path, mmlu: Path, floors: str = "", **options: object) -> MultiSelectRun:
+def multi_run(
+    gsm8k: Path, mmlu: Path, floors: str = "", limits: str = "", **options: object
+) -> MultiSelectRun:
     defaults: dict[str, object] = {
         "pool": ("fake:strong", "fake:weak"),
         "dev": 16,
@@ -67,7 +71,12 @@ def multi_run(gsm8k: Path, mmlu: Path, floors: str = "", **options: object) -> M
         "sampling": Sampling(samples=3),
     }
     search = SearchOptions(**{**defaults, **options})  # type: ignore[arg-type]
-    tasks = task_list(["gsm8k", "mmlu"], [str(gsm8k), str(mmlu)], [floors] if floors else [])
+    tasks = task_list(
+        ["gsm8k", "mmlu"],
+        [str(gsm8k), str(mmlu)],
+        [floors] if floors else [],
+        limits.split() if limits else [],
+    )
     return MultiSelectRun(search, tasks, cache=None)
 
 
@@ -137,6 +146,24 @@ async def test_a_per_task_floor_overrides_the_default(
     assert "meets the floor on all 2 tasks and gains significantly on 1" in selection.verdict
 
 
+async def test_a_per_task_limit_carves_only_that_tasks_splits_from_its_first_items(
+    gsm8k: Path, mmlu: Path, item_number: ItemNumber
+) -> None:
+    provider = two_task_pool(item_number, helps_math_only)
+    run = multi_run(gsm8k, mmlu, limits="gsm8k=36")
+    assert [t.limit for t in run.tasks] == [36, None]
+    selection = await run.arun(ProviderRegistry().add("fake", provider))
+    arithmetic, choice = selection.tasks
+    first = [item.id for item in get_task("gsm8k").load(str(gsm8k), None)[:36]]
+    assert sorted(arithmetic.dev_ids + arithmetic.heldout_ids) == sorted(first)
+    # Without a limit: the first items of the whole data shuffled with the seed, which are
+    # the items `moa eval --shuffle --seed 0 --limit 36` answers (so they share calls).
+    questions = get_task("mmlu").load(str(mmlu), None)
+    shuffled = select_items(questions, limit=36, seed=0, shuffle=True)
+    assert choice.dev_ids + choice.heldout_ids == [item.id for item in shuffled]
+    assert choice.dev_ids + choice.heldout_ids != [item.id for item in questions[:36]]
+
+
 async def test_a_mixture_that_meets_every_floor_and_wins_on_both_tasks_is_chosen(
     gsm8k: Path, mmlu: Path, item_number: ItemNumber, tmp_path: Path
 ) -> None:
@@ -191,9 +218,23 @@ async def test_the_budget_holds_on_every_task_and_calls_are_cached(
     assert second.recommended == first.recommended
 
 
-def test_tasks_pair_with_their_data_and_floors(gsm8k: Path, mmlu: Path) -> None:
+def test_tasks_pair_with_their_data_floors_and_limits(gsm8k: Path, mmlu: Path) -> None:
     tasks = task_list(["gsm8k", "mmlu-redux"], ["a", "b"], ["1.5", "mmlu=4"])
     assert tasks == (TaskData("gsm8k", "a", 1.5), TaskData("mmlu", "b", 4.0))
+    limited = task_list(["gsm8k", "mmlu"], ["a", "b"], [], ["100", "mmlu-redux=50"])
+    assert [(t.floor, t.limit) for t in limited] == [(2.0, 100), (2.0, 50)]
+    assert [t.limit for t in task_list(["gsm8k", "mmlu"], ["a", "b"], [], ["gsm8k=9"])] == [
+        9,
+        None,
+    ]
+    with pytest.raises(ConfigError, match="--limit mmlu=0: give a whole number"):
+        task_list(["gsm8k", "mmlu"], ["a", "b"], [], ["mmlu=0"])
+    with pytest.raises(ConfigError, match=r"--limit 2\.5: give a whole number"):
+        task_list(["gsm8k", "mmlu"], ["a", "b"], [], ["2.5"])
+    with pytest.raises(ConfigError, match="--limit humaneval=3: humaneval is not a --task"):
+        task_list(["gsm8k", "mmlu"], ["a", "b"], [], ["humaneval=3"])
+    with pytest.raises(ConfigError, match="--limit: give at most one"):
+        task_list(["gsm8k", "mmlu"], ["a", "b"], [], ["1", "2"])
     assert task_list(["gsm8k"], ["a"]) == (TaskData("gsm8k", "a", 2.0),)
     with pytest.raises(ConfigError, match=r"--data: give one per --task.*2 --task, 1 --data"):
         task_list(["gsm8k", "mmlu"], ["a"])

@@ -113,13 +113,14 @@ def select_command(
     heldout: Annotated[int, typer.Option(help="Items the choice is verified on.", min=1)] = 50,
     seed: Annotated[int, typer.Option(help="Seed of the shuffle that carves the splits.")] = 0,
     limit: Annotated[
-        int | None,
+        list[str] | None,
         typer.Option(
             "--limit",
             "-n",
-            min=1,
-            help="Carve the splits from the first N items only (the items a "
-            "`moa eval --limit N` run answers, so the two share cached calls).",
+            help="Carve the splits from the first N items only (the items a `moa eval --limit "
+            "N` run answers, so the two share cached calls). Without it, the splits are the "
+            "first items of the whole data shuffled with --seed (the items `moa eval --shuffle "
+            "--seed S` answers first). N for every task, TASK=N for one; repeatable.",
         ),
     ] = None,
     samples: Annotated[
@@ -179,6 +180,7 @@ def select_command(
 
     console = Console(stderr=True, highlight=False)
     with reporting_errors():
+        several = task_list(tasks, data, floors or (), limit or ())
         options = SearchOptions(
             pool=tuple(models),
             budget=Budget(max_calls, max_request_tokens, max_latency),
@@ -186,7 +188,8 @@ def select_command(
             dev=dev,
             heldout=heldout,
             seed=seed,
-            limit=limit,
+            # Several tasks: each task's own limit (TaskData), in place of this one.
+            limit=several[0].limit if len(several) == 1 else None,
             sample_models=sample_models,
             max_proposers=max_proposers,
             max_layers=max_layers,
@@ -195,7 +198,6 @@ def select_command(
         )
         if no_cache and cache is not None:
             raise ConfigError("give --cache or --no-cache, not both")
-        several = task_list(tasks, data, floors or ())
         if len(several) == 1 and floors:
             raise ConfigError("--floor applies to several tasks (--task given more than once)")
         base = load_config(config) if config is not None else None

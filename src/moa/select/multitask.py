@@ -252,8 +252,12 @@ async def run_multi_search(
     *,
     log: Callable[[str], None] = lambda _: None,
     embedder: Embedder | None = None,
+    limits: Mapping[str, int | None] | None = None,
 ) -> MultiSelection:
-    """Choose one configuration for every task in ``tasks`` (name: its evaluator and items)."""
+    """Choose one configuration for every task in ``tasks`` (name: its evaluator and items).
+
+    ``limits``: a task's own limit on the items its splits are carved from, in place of
+    ``options.limit``."""
     if len(options.pool) < 1:
         raise ConfigError("give at least one candidate model (--model)")
     if len(set(options.pool)) != len(options.pool):
@@ -261,7 +265,8 @@ async def run_multi_search(
     searches = []
     for name, (evaluator, items) in tasks.items():
         try:
-            splits = split_items(items, options.dev, options.heldout, options.seed, options.limit)
+            limit = (limits or {}).get(name, options.limit)
+            splits = split_items(items, options.dev, options.heldout, options.seed, limit)
         except ConfigError as exc:
             raise ConfigError(f"--task {name}: {exc}") from None
 

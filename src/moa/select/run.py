@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from moa.config import MixtureConfig
 from moa.engine.mixture import Mixture
@@ -35,6 +36,8 @@ __all__ = [
     "write_multi_outputs",
     "write_outputs",
 ]
+
+T = TypeVar("T")
 
 
 def _registry(base: MixtureConfig | None, cache: Path | None) -> ProviderRegistry:
@@ -124,11 +127,13 @@ def write_outputs(
 
 @dataclass(frozen=True)
 class TaskData:
-    """One task of a selection over several: its name, its data, and its floor in points."""
+    """One task of a selection over several: its name, its data, its floor in points, and
+    the first how many items its splits are carved from (all when None)."""
 
     name: str
     data: str
     floor: float = DEFAULT_FLOOR
+    limit: int | None = None
 
 
 def _floor(given: str, text: str) -> float:
@@ -143,12 +148,57 @@ def _floor(given: str, text: str) -> float:
     return value
 
 
-def task_list(
-    tasks: Sequence[str], data: Sequence[str], floors: Sequence[str] = ()
-) -> tuple[TaskData, ...]:
-    """Pair each ``--task`` with the ``--data`` in the same place, and give each its floor.
+def _limit(given: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(
+            f"--limit {given}: give a whole number of items of 1 or more, for every task (200) "
+            "or one (gsm8k=200)"
+        )
+    return value
 
-    A ``--floor`` is ``N`` (every task) or ``TASK=N`` (that task, over ``N``).
+
+def per_task(
+    flag: str,
+    given: Sequence[str],
+    names: Sequence[str],
+    parse: Callable[[str, str], T],
+) -> tuple[T | None, dict[str, T]]:
+    """Values of a repeatable ``--flag``: at most one ``N`` for every task, and ``TASK=N``.
+
+    Returns the value for every task (None when not given) and each named task's own."""
+    default: T | None = None
+    own: dict[str, T] = {}
+    if len([g for g in given if "=" not in g]) > 1:
+        raise ConfigError(f"{flag}: give at most one value for every task (N); others as TASK=N")
+    for item in given:
+        task, _, value = item.rpartition("=")
+        if not task:
+            default = parse(item, value)
+            continue
+        try:
+            key = get_task(task.strip()).name
+        except ConfigError:
+            key = task.strip()
+        if key not in names:
+            raise ConfigError(f"{flag} {item}: {task} is not a --task ({', '.join(names)})")
+        own[key] = parse(item, value)
+    return default, own
+
+
+def task_list(
+    tasks: Sequence[str],
+    data: Sequence[str],
+    floors: Sequence[str] = (),
+    limits: Sequence[str] = (),
+) -> tuple[TaskData, ...]:
+    """Pair each ``--task`` with the ``--data`` in the same place, and give each its floor
+    and limit.
+
+    A ``--floor`` or ``--limit`` is ``N`` (every task) or ``TASK=N`` (that task, over ``N``).
     """
     if len(data) != len(tasks):
         raise ConfigError(
@@ -159,23 +209,17 @@ def task_list(
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(f"--task {name} is given twice: give each task once")
-    default, own = DEFAULT_FLOOR, {}
-    plain = [f for f in floors if "=" not in f]
-    if len(plain) > 1:
-        raise ConfigError("--floor: give at most one floor for every task (N); others as TASK=N")
-    for given in floors:
-        task, _, value = given.rpartition("=")
-        if not task:
-            default = _floor(given, value)
-            continue
-        try:
-            key = get_task(task.strip()).name
-        except ConfigError:
-            key = task.strip()
-        if key not in names:
-            raise ConfigError(f"--floor {given}: {task} is not a --task ({', '.join(names)})")
-        own[key] = _floor(given, value)
-    return tuple(TaskData(n, d, own.get(n, default)) for n, d in zip(names, data, strict=True))
+    floor, floor_of = per_task("--floor", floors, names, _floor)
+    limit, limit_of = per_task("--limit", limits, names, _limit)
+    return tuple(
+        TaskData(
+            n,
+            d,
+            floor_of.get(n, DEFAULT_FLOOR if floor is None else floor),
+            limit_of.get(n, limit),
+        )
+        for n, d in zip(names, data, strict=True)
+    )
 
 
 @dataclass(frozen=True)
@@ -218,8 +262,11 @@ class MultiSelectRun:
             parts[task.name] = (evaluator, items[task.name])
         embedder = minilm_embedder() if self.embeddings else None
         floors = {t.name: t.floor for t in self.tasks}
+        limits = {t.name: t.limit for t in self.tasks}
         try:
-            return await run_multi_search(self.options, parts, floors, log=log, embedder=embedder)
+            return await run_multi_search(
+                self.options, parts, floors, log=log, embedder=embedder, limits=limits
+            )
         finally:
             await registry.aclose()
 
