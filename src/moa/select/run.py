@@ -161,7 +161,7 @@ def _limit(given: str, text: str) -> int:
     return value
 
 
-def per_task(
+def _per_task(
     flag: str,
     given: Sequence[str],
     names: Sequence[str],
@@ -209,8 +209,8 @@ def task_list(
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(f"--task {name} is given twice: give each task once")
-    floor, floor_of = per_task("--floor", floors, names, _floor)
-    limit, limit_of = per_task("--limit", limits, names, _limit)
+    floor, floor_of = _per_task("--floor", floors, names, _floor)
+    limit, limit_of = _per_task("--limit", limits, names, _limit)
     return tuple(
         TaskData(
             n,
