@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from moa import ConfigError, MissingAPIKeyError
-from moa.config import build_mixture, load_config, parse_config, preset_names
+from moa.config import build_mixture, load_config, load_endpoints, parse_config, preset_names
 
 ISSUE_SHAPE = """
 providers:
@@ -108,3 +108,32 @@ def test_the_local_vote_preset_is_the_configuration_select_chose() -> None:
 def test_instruction_override(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "instruction: Merge these.\naggregator: {model: 'f:x'}"))
     assert config.spec().instruction == "Merge these."
+
+
+def test_endpoints_come_from_a_providers_only_file_or_a_whole_config(tmp_path: Path) -> None:
+    only = tmp_path / "endpoints.yaml"
+    only.write_text("providers:\n  mine: {base_url: 'http://127.0.0.1:9/v1'}\nlocal: {batch: 8}\n")
+    endpoints = load_endpoints(only)
+    assert endpoints.providers["mine"].base_url == "http://127.0.0.1:9/v1"
+    assert endpoints.local.batch == 8 and "local" in endpoints.model_fields_set
+    assert load_endpoints("local").providers == {}  # a preset: a whole config, no providers
+    with pytest.raises(ConfigError, match="aggregator: Field required"):
+        load_config(only)  # a mixture needs its aggregator; endpoints do not
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("provider:\n  mine: {base_url: 'http://127.0.0.1:9/v1'}\n", "provider: unknown key"),
+        ("providers:\n  mine: {base_url: 3}\n", r"providers\.mine\.base_url"),
+        ("providers:\n  mine: {colour: red}\n", r"providers\.mine\.colour: unknown key"),
+        ("- providers\n", "top level must be a mapping"),
+        (None, "does not exist"),
+    ],
+)
+def test_endpoints_errors_name_the_key(tmp_path: Path, text: str | None, message: str) -> None:
+    path = tmp_path / "endpoints.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_endpoints(path)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from moa.engine.mixture import Mixture
 from moa.engine.spec import MixtureSpec
@@ -24,9 +24,11 @@ from moa.providers.settings import LocalSettings, ProviderSettings
 
 __all__ = [
     "DEFAULT_PRESET",
+    "Endpoints",
     "MixtureConfig",
     "build_mixture",
     "load_config",
+    "load_endpoints",
     "load_mixture",
     "parse_config",
     "preset_names",
@@ -83,8 +85,8 @@ def _preset_text(name: str) -> str | None:
     return entry.read_text("utf-8") if entry.is_file() else None
 
 
-def load_config(source: str | Path) -> MixtureConfig:
-    """Load a config file by path, or a preset by name."""
+def _read(source: str | Path) -> tuple[Any, str]:
+    """The YAML data of a config file path or a preset name, and where it came from."""
     path = Path(source)
     if path.suffix in (".yaml", ".yml", ".json") or path.exists():
         if not path.is_file():
@@ -102,16 +104,54 @@ def load_config(source: str | Path) -> MixtureConfig:
             )
         text, origin = preset, f"preset {source!r}"
     try:
-        data = yaml.safe_load(text) or {}
+        return yaml.safe_load(text) or {}, origin
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {origin} is not valid YAML: {exc}") from exc
     except RecursionError as exc:
         raise ConfigError(f"config {origin} nests too deeply to be a mixture config") from exc
+
+
+def load_config(source: str | Path) -> MixtureConfig:
+    """Load a config file by path, or a preset by name."""
+    data, origin = _read(source)
     config = parse_config(data, origin)
     if "name" not in config.model_fields_set:
+        path = Path(source)
         name = path.stem if origin == str(path) else str(source)
         config = config.model_copy(update={"name": name})
     return config
+
+
+class Endpoints(BaseModel):
+    """How to reach the models, without a mixture: a config's ``providers:`` and ``local:``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    local: LocalSettings = Field(default_factory=LocalSettings)
+
+    def registry(self) -> ProviderRegistry:
+        return ProviderRegistry(self.providers, self.local)
+
+
+def load_endpoints(source: str | Path) -> Endpoints:
+    """The ``providers:`` and ``local:`` blocks of a config file (or preset).
+
+    The file may hold a whole mixture config or only those blocks; any other key must be
+    one a mixture config knows, so a misspelt ``provider:`` is an error, not ignored."""
+    data, origin = _read(source)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"invalid config {origin}: the top level must be a mapping")
+    unknown = sorted(str(key) for key in data if key not in MixtureConfig.model_fields)
+    if unknown:
+        raise ConfigError(
+            f"invalid config {origin}:\n"
+            + "\n".join(f"  {key}: unknown key (check its spelling)" for key in unknown)
+        )
+    try:
+        return Endpoints.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_format_error(origin, exc)) from exc
 
 
 def build_mixture(config: MixtureConfig, providers: ProviderRegistry | None = None) -> Mixture:

@@ -256,7 +256,6 @@ def test_the_documented_api_command_measures_an_obedient_aggregator_over_http(
             name = "mine"
             config = tmp_path / "endpoints.yaml"
             config.write_text(
-                f"aggregator: {{model: 'mine:{big}'}}\n"
                 f"providers:\n  mine: {{base_url: '{server.base_url}', api_key_env: MINE_KEY}}\n"
             )
             monkeypatch.setenv("MINE_KEY", "k-123")

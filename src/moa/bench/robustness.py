@@ -414,7 +414,7 @@ def command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """One adversarial proposer among honest ones: canary success and accuracy drop."""
-    from moa.config import load_config
+    from moa.config import load_endpoints
     from moa.providers.cache import DEFAULT_CACHE
 
     modes = tuple(mode or MODES)
@@ -426,7 +426,7 @@ def command(
     if vote and len(proposer or ()) > 1:
         raise typer.BadParameter("--vote samples one --proposer; give at most one")
     store = None if no_cache else (cache or DEFAULT_CACHE).expanduser()
-    providers = load_config(config).providers if config is not None else None
+    providers = load_endpoints(config).providers if config is not None else None
     report = measure(
         data,
         items=items,

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from moa.cli.common import command_line, progress_bar, reporting_errors
-from moa.config import load_config
+from moa.config import load_endpoints
 from moa.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -200,7 +200,7 @@ def select_command(
             raise ConfigError("give --cache or --no-cache, not both")
         if len(several) == 1 and floors:
             raise ConfigError("--floor applies to several tasks (--task given more than once)")
-        base = load_config(config) if config is not None else None
+        base = load_endpoints(config) if config is not None else None
         store = None if no_cache else (cache or DEFAULT_CACHE)
         started = time.monotonic()
 

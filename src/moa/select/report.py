@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from moa.config import MixtureConfig
+from moa.config import Endpoints
 from moa.eval.stats import Estimate
 from moa.select.candidates import Candidate, Sampling
 from moa.select.evaluate import Evaluation
@@ -27,7 +27,7 @@ __all__ = [
 
 
 def config_data(
-    candidate: Candidate, sampling: Sampling, base: MixtureConfig | None = None
+    candidate: Candidate, sampling: Sampling, base: Endpoints | None = None
 ) -> dict[str, Any]:
     """A config for ``moa run/serve``: the candidate's spec plus the base config's providers."""
     data = candidate.spec(sampling).model_dump(mode="json", exclude_defaults=True)
@@ -45,7 +45,7 @@ def config_data(
 
 
 def config_yaml(
-    candidate: Candidate, sampling: Sampling, base: MixtureConfig | None = None, note: str = ""
+    candidate: Candidate, sampling: Sampling, base: Endpoints | None = None, note: str = ""
 ) -> str:
     header = "".join(f"# {line}\n" for line in note.splitlines() if line.strip())
     body = yaml.safe_dump(config_data(candidate, sampling, base), sort_keys=False)

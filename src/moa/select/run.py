@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from moa.config import MixtureConfig
+from moa.config import Endpoints
 from moa.engine.mixture import Mixture
 from moa.errors import ConfigError
 from moa.eval.judge import Judge
@@ -40,7 +40,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-def _registry(base: MixtureConfig | None, cache: Path | None) -> ProviderRegistry:
+def _registry(base: Endpoints | None, cache: Path | None) -> ProviderRegistry:
     providers = dict(base.providers) if base else {}
     local = base.local if base else None
     if cache is None:
@@ -62,7 +62,7 @@ class SelectRun:
     options: SearchOptions
     task: str
     data: str
-    base: MixtureConfig | None = None
+    base: Endpoints | None = None
     """A config whose ``providers:`` and ``local:`` blocks say how to reach the pool."""
     cache: Path | None = DEFAULT_CACHE
     judge: str | None = None
@@ -228,7 +228,7 @@ class MultiSelectRun:
 
     options: SearchOptions
     tasks: tuple[TaskData, ...]
-    base: MixtureConfig | None = None
+    base: Endpoints | None = None
     cache: Path | None = DEFAULT_CACHE
     judge: str | None = None
     embeddings: bool = False
