@@ -53,9 +53,10 @@ def test_select_reports_bad_input_in_one_line(gsm8k: Path, tmp_path: Path) -> No
 
 def test_select_limit_reaches_the_splits(gsm8k: Path, tmp_path: Path) -> None:
     args = ["select", "-m", "fake:a", "--task", "gsm8k", "--data", str(gsm8k), "--no-cache"]
-    result = runner.invoke(app, [*args, "--limit", "20", "--dev", "12", "--heldout", "16"])
-    assert result.exit_code == 2
-    assert "the first 20 of" in result.stderr
+    for limit in ("20", "gsm8k=20"):
+        result = runner.invoke(app, [*args, "--limit", limit, "--dev", "12", "--heldout", "16"])
+        assert result.exit_code == 2
+        assert "the first 20 of" in result.stderr
 
 
 def test_plain_progress_paces_the_eta_by_items_that_took_time(
@@ -110,6 +111,8 @@ def test_select_over_two_tasks_writes_a_per_task_report(
         (["-d", "more.jsonl"], "--data: give one per --task, in the same order (1 --task, 2"),
         (["--floor", "3"], "--floor applies to several tasks"),
         (["-t", "gsm8k", "-d", "x"], "--task gsm8k is given twice"),
+        (["--limit", "mmlu=20"], "--limit mmlu=20: mmlu is not a --task (gsm8k)"),
+        (["--limit", "0"], "--limit 0: give a whole number of items of 1 or more"),
     ],
 )
 def test_select_names_the_option_that_does_not_match(
