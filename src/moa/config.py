@@ -130,9 +130,6 @@ class Endpoints(BaseModel):
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     local: LocalSettings = Field(default_factory=LocalSettings)
 
-    def registry(self) -> ProviderRegistry:
-        return ProviderRegistry(self.providers, self.local)
-
 
 def load_endpoints(source: str | Path) -> Endpoints:
     """The ``providers:`` and ``local:`` blocks of a config file (or preset).
