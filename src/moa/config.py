@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 DEFAULT_PRESET = "local"
+M = TypeVar("M", bound=BaseModel)
 
 
 class MixtureConfig(MixtureSpec):
@@ -64,14 +65,19 @@ def _format_error(source: str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_config(data: Mapping[str, Any], source: str = "<dict>") -> MixtureConfig:
-    """Validate a config mapping; errors name every offending field."""
+def _validated(model: type[M], data: Any, source: str) -> M:
+    """``data`` as ``model``; a ConfigError naming every offending field otherwise."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"invalid config {source}: the top level must be a mapping")
     try:
-        return MixtureConfig.model_validate(dict(data))
+        return model.model_validate(dict(data))
     except ValidationError as exc:
         raise ConfigError(_format_error(source, exc)) from exc
+
+
+def parse_config(data: Mapping[str, Any], source: str = "<dict>") -> MixtureConfig:
+    """Validate a config mapping; errors name every offending field."""
+    return _validated(MixtureConfig, data, source)
 
 
 def preset_names() -> list[str]:
@@ -125,7 +131,7 @@ def load_config(source: str | Path) -> MixtureConfig:
 class Endpoints(BaseModel):
     """How to reach the models, without a mixture: a config's ``providers:`` and ``local:``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     local: LocalSettings = Field(default_factory=LocalSettings)
@@ -137,18 +143,11 @@ def load_endpoints(source: str | Path) -> Endpoints:
     The file may hold a whole mixture config or only those blocks; any other key must be
     one a mixture config knows, so a misspelt ``provider:`` is an error, not ignored."""
     data, origin = _read(source)
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"invalid config {origin}: the top level must be a mapping")
-    unknown = sorted(str(key) for key in data if key not in MixtureConfig.model_fields)
-    if unknown:
-        raise ConfigError(
-            f"invalid config {origin}:\n"
-            + "\n".join(f"  {key}: unknown key (check its spelling)" for key in unknown)
-        )
-    try:
-        return Endpoints.model_validate(dict(data))
-    except ValidationError as exc:
-        raise ConfigError(_format_error(origin, exc)) from exc
+    if isinstance(data, Mapping):
+        # The mixture's own keys are not read here; anything else is checked as usual.
+        mixture = set(MixtureConfig.model_fields) - set(Endpoints.model_fields)
+        data = {key: value for key, value in data.items() if key not in mixture}
+    return _validated(Endpoints, data, origin)
 
 
 def build_mixture(config: MixtureConfig, providers: ProviderRegistry | None = None) -> Mixture:
