@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from moa.cli.main import app
 from moa.eval.judge_check import DEFAULT_WEAK, JudgeCheck, JudgeCheckOptions
-from moa.eval.judge_criteria import assess
+from moa.eval.judge_criteria import EarlyStop, assess, early_stop
 from moa.providers.cache import CachingRegistry, SQLiteCallStore
 from moa.providers.registry import register_kind
 from moa.testing import FunctionProvider
@@ -21,14 +21,19 @@ from moa.types import CompletionRequest
 
 
 def _check(
-    tmp_path: Path, judge: object, data: Path = DATA, items: int = 10
+    tmp_path: Path, judge: object, data: Path = DATA, items: int = 10, stop_early: bool = False
 ) -> tuple[JudgeCheck, FunctionProvider, FunctionProvider]:
     judge_provider = FunctionProvider(judge, name="j")  # type: ignore[arg-type]
     weak_provider = FunctionProvider(weak, name="w")
     registry = CachingRegistry(store=SQLiteCallStore(tmp_path / "calls.sqlite"))
     registry.add("j", judge_provider).add("w", weak_provider)
     options = JudgeCheckOptions(
-        judge="j:judge", data=data, out=tmp_path / "out", items=items, weak="w:weak"
+        judge="j:judge",
+        data=data,
+        out=tmp_path / "out",
+        items=items,
+        weak="w:weak",
+        stop_early=stop_early,
     )
     return JudgeCheck(options, registry=registry), judge_provider, weak_provider
 
@@ -113,6 +118,49 @@ def test_failures_and_unparsed_verdicts_count_against_the_judge() -> None:
     assert not result.validated
 
 
+def _weak_pair(first: str | None, second: str | None) -> dict[str, object]:
+    return {"comparison": "weak", "verdicts": [first, second]}
+
+
+def test_the_weak_check_is_sealed_once_one_order_has_more_misses_than_allowed() -> None:
+    # Over 100 instructions 90% must go to the reference: 10 misses are allowed.
+    ten = [_weak_pair("reference", "output")] * 10 + [_weak_pair("reference", "reference")] * 50
+    assert early_stop(ten, 100) is None
+    eleventh = [*ten, None, {"comparison": "weak", "error": "ProviderError: down"}]
+    assert early_stop(eleventh, 100) == EarlyStop(judged=61, order=1, misses=11, allowed=10)
+    # Other comparisons do not count, and 12 instructions allow a single miss.
+    other = {"comparison": "moa", "verdicts": ["output", "output"]}
+    assert early_stop([other] * 5 + [_weak_pair(None, "reference")], 12) is None
+    assert early_stop([_weak_pair(None, "reference")] * 2, 12) == EarlyStop(2, 0, 2, 1)
+
+
+def test_stop_early_ends_the_judging_once_the_verdict_is_sealed(tmp_path: Path) -> None:
+    check, judge, _ = _check(tmp_path, first, stop_early=True)
+    document = check.run()
+    # A judge that always names the first response loses every pair whose weak answer is
+    # shown first; 10 instructions allow one miss, so the second weak pair seals it.
+    assert document["stopped_early"] == {"judged": 2, "order": 0, "misses": 2, "allowed": 1}
+    assert len(judge.calls) == 4  # two pairs, both orders: nothing after the verdict
+    assert document["validated"] is False
+    criteria = document["criteria"]
+    assert criteria["weak_loses"]["passed"] is False
+    assert criteria["weak_loses"]["weak_first"]["n"] == 2
+    assert criteria["known_order"]["passed"] is None
+    assert criteria["position_consistency"]["rate"]["n"] == 2
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "after 2 of them, with the weak answer shown first" in report
+    assert "| not run |" in report
+    records = (tmp_path / "out" / "comparisons.jsonl").read_text().splitlines()
+    assert [json.loads(line)["comparison"] for line in records] == ["weak", "weak"]
+
+
+def test_stop_early_changes_nothing_for_a_judge_that_passes(tmp_path: Path) -> None:
+    plain = _check(tmp_path / "plain", longer)[0].run()
+    early = _check(tmp_path / "early", longer, stop_early=True)[0].run()
+    assert early["stopped_early"] is None and plain["stopped_early"] is None
+    assert early["criteria"] == plain["criteria"] and early["validated"] is True
+
+
 def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
     from moa.errors import ConfigError
 
@@ -162,6 +210,17 @@ def test_the_command_fails_for_a_judge_that_fails(tmp_path: Path, judge_config: 
     result = runner.invoke(app, args)  # the "weak" answers are the judge's own short replies
     assert result.exit_code == 1
     assert "NOT validated" in result.stderr
+
+
+def test_the_command_stops_early_when_asked(tmp_path: Path, judge_config: Path) -> None:
+    args = ["judge", "validate", "--judge", str(judge_config), "--data", str(DATA)]
+    args += ["--items", "10", "--weak", "fake:judge", "--out", str(tmp_path / "v")]
+    args += ["--cache", str(tmp_path / "calls.sqlite"), "--stop-early"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "stopped after 2 instructions" in result.stderr and "not run" in result.stderr
+    document = json.loads((tmp_path / "v" / "judge-validation.json").read_text())
+    assert document["stopped_early"]["judged"] == 2 and "--stop-early" in document["command"]
 
 
 def test_the_command_line_default_weak_model_is_the_library_s() -> None:

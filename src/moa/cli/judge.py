@@ -60,6 +60,15 @@ def validate(
     timeout: Annotated[
         float | None, typer.Option(min=1.0, help="Seconds one call may take (slow CPUs).")
     ] = None,
+    stop_early: Annotated[
+        bool,
+        typer.Option(
+            "--stop-early",
+            help="Stop once the weak answer has won too often, in one order, for the judge to "
+            "reach 90% over the N instructions: the verdict is then sealed. The known-order "
+            "check is not run and the figures cover the pairs judged until then.",
+        ),
+    ] = False,
 ) -> None:
     """Validate a judge on the first N AlpacaEval instructions; writes judge-validation.json.
 
@@ -83,6 +92,7 @@ def validate(
             cache=None if no_cache else cache,
             prompts_dir=prompts,
             timeout=timeout,
+            stop_early=stop_early,
             command=command_line(ctx, "moa", "judge", "validate"),
         )
         check = JudgeCheck(options)
@@ -133,7 +143,14 @@ def _summary(document: dict[str, Any], out: Path, console: Console) -> None:
             return "–"
         return f"{estimate['mean']:.1f}% [{estimate['low']:.1f}, {estimate['high']:.1f}]"
 
-    mark = {True: "[green]pass[/]", False: "[red]FAIL[/]"}
+    mark = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[yellow]not run[/]"}
+    stopped = document.get("stopped_early")
+    if stopped:
+        console.print(
+            f"stopped after {stopped['judged']} instructions: the reference had failed to win "
+            f"{stopped['misses']} times in one order, more than the {stopped['allowed']} "
+            f"that {loses['threshold']:.0f}% of {document['items']} allows"
+        )
     console.print(
         f"  weak answer loses: {mark[loses['passed']]} (reference preferred with the weak "
         f"answer first: {pct(loses['weak_first'])}, second: {pct(loses['reference_first'])}; "

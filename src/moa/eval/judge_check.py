@@ -9,7 +9,9 @@ through :meth:`Judge.pairwise` over the call cache, exactly as ``moa eval``
 asks it, so the calls are shared with evaluations, a rerun is free and an
 interrupted run resumes. :mod:`moa.eval.judge_criteria` turns the records into
 the verdict; ``judge-validation.json``, ``report.md`` and ``comparisons.jsonl``
-go to the output folder.
+go to the output folder. With ``stop_early`` the judging stops as soon as the
+weak answer has won too often to reach the threshold over N instructions,
+since nothing after that can turn the verdict into a pass.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,15 @@ from moa.engine.mixture import Mixture
 from moa.errors import ConfigError, MoAError
 from moa.eval.datasets import EvalItem, load_alpaca_eval
 from moa.eval.judge import Judge
-from moa.eval.judge_criteria import BASELINE, COMPARISONS, FORMAT, assess, render_validation
+from moa.eval.judge_criteria import (
+    BASELINE,
+    COMPARISONS,
+    FORMAT,
+    EarlyStop,
+    assess,
+    early_stop,
+    render_validation,
+)
 from moa.eval.prompts import PromptSet
 from moa.eval.systems import (
     GenerationSettings,
@@ -64,6 +75,9 @@ class JudgeCheckOptions:
     cache: Path | None = DEFAULT_CACHE
     prompts_dir: Path | None = None
     timeout: float | None = None
+    stop_early: bool = False
+    """Stop judging once the weak-answer check cannot pass over ``items`` (see
+    :func:`~moa.eval.judge_criteria.early_stop`); the known order is then not run."""
     command: str = ""
 
 
@@ -122,43 +136,61 @@ class JudgeCheck:
         self.weak_mixture.check()
         try:
             answers = await self._bounded(
-                "weak answers", [self._answer(i) for i in self.items[BASELINE]], tell
+                "weak answers", [partial(self._answer, i) for i in self.items[BASELINE]], tell
             )
+            # The weak pairs come first: they are what an early stop is decided on.
             jobs = [
-                self._compare("weak", item, answer)
+                partial(self._compare, "weak", item, answer)
                 for item, answer in zip(self.items[BASELINE], answers, strict=True)
             ]
             for name, source in _systems().items():
                 jobs += [
-                    self._compare(name, item, item.references[0], source)
+                    partial(self._compare, name, item, item.references[0], source)
                     for item in self.items[source]
                 ]
-            records = await self._bounded("judge comparisons", jobs, tell)
+            items = self.options.items
+            stop = (lambda done: early_stop(done, items)) if self.options.stop_early else None
+            records = await self._bounded("judge comparisons", jobs, tell, stop)
         finally:
             await self.registry.aclose()
-        return self._write(records)
+        judged = [r for r in records if r is not None]
+        return self._write(judged, early_stop(judged, items) if stop else None)
 
     def run(self, progress: Progress | None = None) -> dict[str, Any]:
         """Blocking :meth:`arun`."""
         return asyncio.run(self.arun(progress))
 
     async def _bounded(
-        self, phase: str, jobs: Sequence[Awaitable[Any]], tell: Progress
+        self,
+        phase: str,
+        jobs: Sequence[Callable[[], Awaitable[Any]]],
+        tell: Progress,
+        stop: Callable[[list[Any]], object] | None = None,
     ) -> list[Any]:
-        """Run ``jobs`` with at most ``concurrency`` at once, in order; reports progress."""
+        """Run ``jobs`` with at most ``concurrency`` at once, started in order; their results.
+
+        Once ``stop`` returns something true for the results so far (``None`` for a
+        job not finished), jobs not yet started are skipped (their result is
+        ``None``); those in flight finish.
+        """
         gate = asyncio.Semaphore(self.options.concurrency)
+        results: list[Any] = [None] * len(jobs)
         done = 0
+        stopped = False
         tell(phase, 0, len(jobs))
 
-        async def one(job: Awaitable[Any]) -> Any:
-            nonlocal done
+        async def one(index: int) -> None:
+            nonlocal done, stopped
             async with gate:
-                result = await job
+                if stopped:
+                    return
+                results[index] = await jobs[index]()
             done += 1
-            tell(phase, done, len(jobs))
-            return result
+            stopped = stopped or bool(stop and stop(results))
+            tell(phase, done, done if stopped else len(jobs))
 
-        return list(await asyncio.gather(*(one(job) for job in jobs)))
+        await asyncio.gather(*(one(index) for index in range(len(jobs))))
+        return results
 
     async def _answer(self, item: EvalItem) -> str | MoAError:
         try:
@@ -192,8 +224,11 @@ class JudgeCheck:
 
     # -- files ----------------------------------------------------------------------------------
 
-    def _write(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+    def _write(self, records: list[dict[str, Any]], stopped: EarlyStop | None) -> dict[str, Any]:
         assessment = assess(records)
+        criteria = assessment.criteria()
+        if stopped is not None:
+            criteria["known_order"]["passed"] = None  # not run, neither passed nor failed
         document = {
             "format": FORMAT,
             "validated": assessment.validated,
@@ -205,7 +240,8 @@ class JudgeCheck:
             },
             "data": str(self.options.data),
             "items": self.options.items,
-            "criteria": assessment.criteria(),
+            "criteria": criteria,
+            "stopped_early": None if stopped is None else stopped.to_dict(),
             "command": self.options.command,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

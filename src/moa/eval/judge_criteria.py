@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from moa.eval.stats import Estimate, wilson_interval
@@ -32,7 +32,9 @@ __all__ = [
     "COMPARISONS",
     "THRESHOLD",
     "Assessment",
+    "EarlyStop",
     "assess",
+    "early_stop",
     "proportion",
     "render_validation",
 ]
@@ -164,6 +166,44 @@ def assess(records: Sequence[Mapping[str, Any]]) -> Assessment:
     )
 
 
+@dataclass(frozen=True)
+class EarlyStop:
+    """Why a validation stopped before judging every pair: the weak-answer check had failed.
+
+    With ``items`` instructions planned, the reference must win in at least
+    :data:`THRESHOLD` percent of them in each order, so at most ``allowed`` may
+    miss. Once one order has more misses than that, no remaining comparison
+    can change the verdict.
+    """
+
+    judged: int
+    """Weak-answer pairs judged when the verdict was sealed."""
+    order: int
+    """The order that failed: 0 with the weak answer shown first, 1 with the reference first."""
+    misses: int
+    allowed: int
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def early_stop(records: Sequence[Mapping[str, Any] | None], items: int) -> EarlyStop | None:
+    """An :class:`EarlyStop` once the weak-answer check cannot pass over ``items``; else None.
+
+    ``records`` are the comparisons finished so far (``None``: not finished). A
+    miss is a pair where the reference did not win in that order: the other
+    answer won, the verdict was unparsed or the call failed, as :func:`assess`
+    counts it.
+    """
+    allowed = items - math.ceil(THRESHOLD * items / 100.0 - 1e-9)
+    weak = [r for r in records if r is not None and r["comparison"] == "weak"]
+    for order in (0, 1):
+        misses = sum(1 for r in weak if _verdict(r, order) != "reference")
+        if misses > allowed:
+            return EarlyStop(len(weak), order, misses, allowed)
+    return None
+
+
 def _verdict(record: Mapping[str, Any], order: int) -> str | None:
     verdicts = record.get("verdicts") or []
     return verdicts[order] if len(verdicts) > order else None
@@ -196,13 +236,15 @@ def render_validation(document: Mapping[str, Any]) -> str:
     consistency = criteria["position_consistency"]
     moa, lite = COMPARISONS["moa"], COMPARISONS["moa_lite"]
     verdict = "VALIDATED" if document["validated"] else "NOT VALIDATED"
+    stopped = document.get("stopped_early")
     lines = [
         f"# Judge validation: `{judge['spec']}`",
         "",
         f"**{verdict}** (judge key `{judge['key']}`): the judge "
         + ("passed" if document["validated"] else "did not pass")
         + " both criteria below over the first "
-        f"{document['items']} AlpacaEval instructions.",
+        f"{document['items']} AlpacaEval instructions"
+        + (_stopped(stopped, document["items"]) if stopped else "."),
         "",
         f"- Data: `{document['data']}`; weak model: `{weak['spec']}` (greedy, max_tokens "
         f"{weak['max_tokens']}); baseline: {BASELINE}.",
@@ -219,10 +261,15 @@ def render_validation(document: Mapping[str, Any]) -> str:
             else ""
         )
         + " |",
-        f"| known order: {moa} > {lite} > 50% vs {BASELINE} | {_mark(order['passed'])} | "
-        f"{moa} {_ci(order[moa])}; {lite} {_ci(order[lite])}; intervals "
-        + ("separate" if order["cis_separate"] else "overlap")
-        + " |",
+        f"| known order: {moa} > {lite} > 50% vs {BASELINE} | "
+        + (
+            "not run | the judging stopped once the first criterion had failed |"
+            if stopped
+            else f"{_mark(order['passed'])} | {moa} {_ci(order[moa])}; {lite} "
+            f"{_ci(order[lite])}; intervals "
+            + ("separate" if order["cis_separate"] else "overlap")
+            + " |"
+        ),
         f"| position consistency (informational) | – | {_ci(consistency['rate'])} of all pairs: "
         + "; ".join(
             f"{COMPARISONS.get(k) or weak['spec']} {_ci(v)}"
@@ -246,6 +293,18 @@ def render_validation(document: Mapping[str, Any]) -> str:
         "accepts it only for a judge with the same key.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _stopped(stopped: Mapping[str, Any], items: int) -> str:
+    """The report's account of an early stop (``--stop-early``)."""
+    shown = ("the weak answer", "the reference")[int(stopped["order"])]
+    return (
+        f", and it could not have: after {stopped['judged']} of them, with {shown} shown "
+        f"first, {BASELINE} had already failed to win {stopped['misses']} times, more than "
+        f"the {stopped['allowed']} misses that {THRESHOLD:.0f}% of {items} allows. The "
+        "remaining comparisons were not run (`--stop-early`), so every figure below covers "
+        "the pairs judged until then."
+    )
 
 
 def _unjudged(counts: dict[str, int]) -> str:
