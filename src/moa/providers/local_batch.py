@@ -6,7 +6,8 @@ costs far less than four steps (``benchmarks/local/batch.py`` measures it).
 :class:`BatchDecoder` runs a group of chat calls that way on a llama.cpp
 context of its own, next to the model's ordinary one. Sequences with the same
 prompt share its evaluation; each has its own sampler, seed, stop strings and
-token budget, and leaves the batch as soon as it ends or is cancelled. A call
+token budget, and leaves the batch as soon as it ends or is cancelled (also while
+its prompt is being evaluated, between two chunks of it). A call
 that arrives while the batch runs takes a free row between two steps
 (continuous batching), so the batch stays full while calls keep coming.
 
@@ -24,6 +25,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -332,8 +334,16 @@ class BatchDecoder:
         # copies have none yet) then covers consecutive ids, one pass over the weights.
         for row in sorted(rows, key=lambda row: row.owner is not None):
             row.seq_id = free.pop()
-        for row in owners.values():
-            self._evaluate(row.call.prompt[:-1], row.seq_id)
+        for owner in owners.values():
+            group = [row for row in rows if row.group is owner]
+            if not self._evaluate(
+                owner.call.prompt[:-1],
+                owner.seq_id,
+                partial(_all_cancelled, group),
+            ):
+                for row in group:  # every call waiting for this prompt was cancelled
+                    rows.remove(row)
+                    self._leave(row, free, alive)
         return rows
 
     def _decode_step(self, step: list[tuple[_Row, int]], entering: list[_Row]) -> None:
@@ -364,17 +374,32 @@ class BatchDecoder:
                 self.llama_cpp.llama_memory_seq_cp(memory, row.owner.seq_id, row.seq_id, -1, -1)
                 row.logits_at = row.owner.logits_at
 
-    def _evaluate(self, tokens: list[int], seq_id: int) -> None:
-        """Feed ``tokens`` (positions 0...) to sequence ``seq_id``, in chunks, without logits."""
+    def _evaluate(
+        self, tokens: list[int], seq_id: int, abandoned: Callable[[], bool] = lambda: False
+    ) -> bool:
+        """Feed ``tokens`` (positions 0...) to sequence ``seq_id``, in chunks, without logits.
+
+        Before each chunk ``abandoned`` is asked whether anyone still wants the
+        prompt: a long prompt takes minutes on a small CPU, and a cancelled call
+        (Ctrl-C, a client gone) should not hold the batch that long. False when
+        it gave up.
+        """
         started = time.perf_counter()
-        for start in range(0, len(tokens), self.n_batch):
-            chunk = tokens[start : start + self.n_batch]
-            for j, token in enumerate(chunk):
-                self._put(j, token, start + j, seq_id, logits=False)
-            self.batch.n_tokens = len(chunk)
-            self._decode()
-        self.stats.prompt_s += time.perf_counter() - started
-        self.stats.prompt_tokens += len(tokens)
+        done = 0
+        try:
+            for start in range(0, len(tokens), self.n_batch):
+                if abandoned():
+                    return False
+                chunk = tokens[start : start + self.n_batch]
+                for j, token in enumerate(chunk):
+                    self._put(j, token, start + j, seq_id, logits=False)
+                self.batch.n_tokens = len(chunk)
+                self._decode()
+                done += len(chunk)
+            return not abandoned()
+        finally:
+            self.stats.prompt_s += time.perf_counter() - started
+            self.stats.prompt_tokens += done
 
     def _put(self, row: int, token: int, position: int, seq_id: int, *, logits: bool) -> None:
         batch = self.batch
@@ -411,6 +436,10 @@ class BatchDecoder:
         seed = random.randrange(2**31) if seed is None else int(seed) & 0xFFFFFFFF
         lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
         return chain
+
+
+def _all_cancelled(rows: Sequence[_Row]) -> bool:
+    return all(row.call.cancelled() for row in rows)
 
 
 def _runs(ids: Sequence[int]) -> int:
