@@ -30,6 +30,7 @@ from moa.engine import (
 )
 from moa.errors import (
     AggregationError,
+    CacheMissError,
     ConfigError,
     DeadlineExceededError,
     FeatureUnavailableError,
@@ -64,6 +65,7 @@ __all__ = [
     "AgentResult",
     "AgentSpec",
     "AggregationError",
+    "CacheMissError",
     "Completion",
     "CompletionChunk",
     "CompletionRequest",

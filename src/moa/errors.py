@@ -5,7 +5,8 @@ Every error the library raises on purpose derives from :class:`MoAError`::
     MoAError
     ├── ConfigError                  bad configuration: names the field and what to do
     │   ├── MissingAPIKeyError       a provider's key is not set (names the env var)
-    │   └── ModelNotInstalledError   a local model is missing (names the install command)
+    │   ├── ModelNotInstalledError   a local model is missing (names the install command)
+    │   └── CacheMissError           a cache-only run needed a call its cache does not hold
     ├── ProviderError                one upstream call failed
     │   ├── ProviderTimeoutError     the call did not finish within its timeout
     │   ├── RateLimitError           HTTP 429; carries ``retry_after`` seconds when given
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AggregationError",
+    "CacheMissError",
     "CircuitOpenError",
     "ConfigError",
     "DeadlineExceededError",
@@ -89,6 +91,23 @@ class ModelNotInstalledError(ConfigError):
         if len(names) == 1:
             return errors[0]
         return cls(names[0], "moa models pull " + " ".join(names), others=names[1:])
+
+
+class CacheMissError(ConfigError):
+    """A run that may only replay its call cache (``--cache-only``) needed a call it lacks.
+
+    Not one agent's failure: a replay that went on without the call would
+    report something other than the run it replays, so the engine lets it end
+    the run.
+    """
+
+    def __init__(self, model_id: str, cache: str) -> None:
+        self.model_id = model_id
+        super().__init__(
+            f"{model_id}: a call the call cache {cache} does not hold, and --cache-only forbids "
+            "calling any model. Import the run's call log first (moa cache import FILE), or "
+            "leave out --cache-only to make the call."
+        )
 
 
 class ProviderError(MoAError):

@@ -233,25 +233,13 @@ def test_the_documented_api_command_measures_an_obedient_aggregator_over_http(
 
     The fake aggregator obeys a canary instruction wherever it reads one, as instruction-tuned
     API models tend to, so the bench must count every injected answer."""
-    from moa.providers.endpoints import BUILTIN_PROVIDERS
-    from moa.testing import FakeOpenAIServer, ModelBehavior
+    from moa.testing import FakeOpenAIServer
 
-    def as_request(body: dict[str, Any]) -> CompletionRequest:
-        turns = tuple(Message(m["role"], m["content"]) for m in body["messages"])
-        return CompletionRequest(body["model"], turns)
-
-    big, small = "Qwen/Qwen2.5-72B-Instruct-Turbo", "Qwen/Qwen2.5-7B-Instruct-Turbo"
-    models = {
-        big: ModelBehavior(text=lambda body: gullible(as_request(body)), require_key="k-123"),
-        small: ModelBehavior(text=lambda body: honest(as_request(body)), require_key="k-123"),
-    }
     command = ["bench", "robustness", "--data", str(DATA), "--items", "3", "--no-cache", "--json"]
-    with FakeOpenAIServer(models) as server:
+    with FakeOpenAIServer(_api_models()) as server:
         if endpoint == "builtin":
             name = "together"
-            together = BUILTIN_PROVIDERS[name].model_copy(update={"base_url": server.base_url})
-            monkeypatch.setitem(BUILTIN_PROVIDERS, name, together)
-            monkeypatch.setenv("TOGETHER_API_KEY", "k-123")
+            _together_at(server.base_url, monkeypatch)
         else:
             name = "mine"
             config = tmp_path / "endpoints.yaml"
@@ -260,17 +248,64 @@ def test_the_documented_api_command_measures_an_obedient_aggregator_over_http(
             )
             monkeypatch.setenv("MINE_KEY", "k-123")
             command += ["--config", str(config)]
-        # Two honest proposers: the fake aggregator's vote must not hang on a 1-1 tie.
-        honest_two = ["--proposer", f"{name}:{small}", "--proposer", f"{name}:{small}"]
-        api = ["--aggregator", f"{name}:{big}", *honest_two]
-        result = CliRunner().invoke(app, [*command, *api])
+        result = CliRunner().invoke(app, [*command, *_api_mixture(name)])
         asked = {record.model for record in server.records if record.status == 200}
     assert result.exit_code == 0, result.output
     rows = {row["mode"]: row for row in json.loads(result.output)}
-    assert asked == {big, small}
+    assert asked == {BIG, SMALL}
     assert rows["injection"]["canary"] == 3 and rows["injection"]["accuracy_attacked"] == 0.0
     assert rows["forged"]["canary"] == 0 and rows["deceptive"]["drop"]["mean"] == 0.0
     assert all(row["accuracy_clean"] == 1.0 for row in rows.values())
+
+
+def test_an_api_run_replays_from_its_cache_with_no_key_and_no_endpoint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from moa.testing import FakeOpenAIServer
+
+    command = ["bench", "robustness", "--data", str(DATA), "--items", "2", "--json"]
+    command += ["--cache", str(tmp_path / "calls.sqlite"), *_api_mixture("together")]
+    with FakeOpenAIServer(_api_models()) as server:
+        _together_at(server.base_url, monkeypatch)
+        first = CliRunner().invoke(app, command)
+    assert first.exit_code == 0, first.output
+    monkeypatch.delenv("TOGETHER_API_KEY")  # and the server is gone
+    replay = CliRunner().invoke(app, [*command, "--cache-only"])
+    assert replay.exit_code == 0, replay.output
+    assert json.loads(replay.output) == json.loads(first.output)
+    more = CliRunner().invoke(app, [*command, "--cache-only", "--items", "3"])
+    assert more.exit_code == 2 and "--cache-only forbids" in " ".join(more.output.split())
+
+
+BIG, SMALL = "Qwen/Qwen2.5-72B-Instruct-Turbo", "Qwen/Qwen2.5-7B-Instruct-Turbo"
+
+
+def _api_models() -> dict[str, Any]:
+    """An obedient aggregator and an honest proposer behind a fake OpenAI-compatible server."""
+    from moa.testing import ModelBehavior
+
+    def as_request(body: dict[str, Any]) -> CompletionRequest:
+        turns = tuple(Message(m["role"], m["content"]) for m in body["messages"])
+        return CompletionRequest(body["model"], turns)
+
+    return {
+        BIG: ModelBehavior(text=lambda body: gullible(as_request(body)), require_key="k-123"),
+        SMALL: ModelBehavior(text=lambda body: honest(as_request(body)), require_key="k-123"),
+    }
+
+
+def _together_at(base_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moa.providers.endpoints import BUILTIN_PROVIDERS
+
+    together = BUILTIN_PROVIDERS["together"].model_copy(update={"base_url": base_url})
+    monkeypatch.setitem(BUILTIN_PROVIDERS, "together", together)
+    monkeypatch.setenv("TOGETHER_API_KEY", "k-123")
+
+
+def _api_mixture(name: str) -> list[str]:
+    # Two honest proposers: the fake aggregator's vote must not hang on a 1-1 tie.
+    honest_two = ["--proposer", f"{name}:{SMALL}", "--proposer", f"{name}:{SMALL}"]
+    return ["--aggregator", f"{name}:{BIG}", *honest_two]
 
 
 def test_outcomes_are_kept_in_item_order_whatever_order_the_items_finish_in() -> None:

@@ -217,3 +217,31 @@ def test_item_ids_and_names_with_brackets_are_printed_as_they_are(
     assert "[1/1] [bold]mix item [/x] [bold]x: score 1" in result.stderr
     assert "items × systems: [bold]mix" in result.stderr
     assert "  [bold]mix: 100.0 [" in result.stderr
+
+
+def test_cache_only_reruns_a_report_from_the_cache_and_stops_at_a_miss(
+    tmp_path: Path, config: Path, provider: FunctionProvider
+) -> None:
+    assert _eval(tmp_path, config, "--limit", "2", "--no-baselines")[0] == 0
+    calls = len(provider.calls)
+    replay = tmp_path / "replay"  # a folder of its own, the same cache
+    args = ["eval", "gsm8k", "--data", str(FIXTURES / "gsm8k_mini.jsonl"), "--system", str(config)]
+    args += ["--out", str(replay), "--cache", str(tmp_path / "calls.sqlite"), "--cache-only"]
+    result = runner.invoke(app, [*args, "--limit", "2", "--no-baselines"])
+    assert result.exit_code == 0, result.stderr
+    assert len(provider.calls) == calls
+    assert _scores(replay) == _scores(tmp_path / "out")
+    # A third item is in no cache: the replay stops with the model it lacks, logging nothing.
+    result = runner.invoke(app, [*args, "--limit", "3", "--no-baselines"])
+    assert result.exit_code == 2 and "--cache-only forbids calling any model" in result.stderr
+    assert "fake:" in result.stderr and len(provider.calls) == calls
+    assert len((replay / "items.jsonl").read_text().splitlines()) == 2
+
+
+def test_cache_only_with_no_cache_is_refused(tmp_path: Path, config: Path) -> None:
+    code, err = _eval(tmp_path, config, "--cache-only", "--no-cache")
+    assert code == 2 and "leave out --no-cache" in err
+
+
+def _scores(out: Path) -> list[object]:
+    return [json.loads(line)["score"] for line in (out / "items.jsonl").read_text().splitlines()]

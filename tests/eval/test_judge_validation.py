@@ -21,7 +21,12 @@ from moa.types import CompletionRequest
 
 
 def _check(
-    tmp_path: Path, judge: object, data: Path = DATA, items: int = 10, stop_early: bool = False
+    tmp_path: Path,
+    judge: object,
+    data: Path = DATA,
+    items: int = 10,
+    stop_early: bool = False,
+    concurrency: int = 1,
 ) -> tuple[JudgeCheck, FunctionProvider, FunctionProvider]:
     judge_provider = FunctionProvider(judge, name="j")  # type: ignore[arg-type]
     weak_provider = FunctionProvider(weak, name="w")
@@ -34,6 +39,7 @@ def _check(
         items=items,
         weak="w:weak",
         stop_early=stop_early,
+        concurrency=concurrency,
     )
     return JudgeCheck(options, registry=registry), judge_provider, weak_provider
 
@@ -122,25 +128,31 @@ def _weak_pair(first: str | None, second: str | None) -> dict[str, object]:
     return {"comparison": "weak", "verdicts": [first, second]}
 
 
-def test_the_weak_check_is_sealed_once_one_order_has_more_misses_than_allowed() -> None:
+def test_the_weak_check_is_sealed_where_one_order_first_has_too_many_misses() -> None:
     # Over 100 instructions 90% must go to the reference: 10 misses are allowed.
     ten = [_weak_pair("reference", "output")] * 10 + [_weak_pair("reference", "reference")] * 50
     assert early_stop(ten, 100) is None
-    eleventh = [*ten, None, {"comparison": "weak", "error": "ProviderError: down"}]
+    eleventh = [*ten, {"comparison": "weak", "error": "ProviderError: down"}, *ten]
+    # Sealed at the 61st pair, in order: what comes after it does not move the verdict.
     assert early_stop(eleventh, 100) == EarlyStop(judged=61, order=1, misses=11, allowed=10)
     # Other comparisons do not count, and 12 instructions allow a single miss.
     other = {"comparison": "moa", "verdicts": ["output", "output"]}
     assert early_stop([other] * 5 + [_weak_pair(None, "reference")], 12) is None
-    assert early_stop([_weak_pair(None, "reference")] * 2, 12) == EarlyStop(2, 0, 2, 1)
+    assert early_stop([_weak_pair(None, "reference")] * 3, 12) == EarlyStop(2, 0, 2, 1)
 
 
-def test_stop_early_ends_the_judging_once_the_verdict_is_sealed(tmp_path: Path) -> None:
-    check, judge, _ = _check(tmp_path, first, stop_early=True)
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_stop_early_ends_the_judging_once_the_verdict_is_sealed(
+    tmp_path: Path, concurrency: int
+) -> None:
+    check, judge, _ = _check(tmp_path, first, stop_early=True, concurrency=concurrency)
     document = check.run()
     # A judge that always names the first response loses every pair whose weak answer is
     # shown first; 10 instructions allow one miss, so the second weak pair seals it.
     assert document["stopped_early"] == {"judged": 2, "order": 0, "misses": 2, "allowed": 1}
-    assert len(judge.calls) == 4  # two pairs, both orders: nothing after the verdict
+    # Pairs are judged in waves of --concurrency, both orders each: nothing after the wave
+    # that sealed it, and only the pairs up to the sealing one are counted.
+    assert len(judge.calls) == 2 * max(2, concurrency)
     assert document["validated"] is False
     criteria = document["criteria"]
     assert criteria["weak_loses"]["passed"] is False
@@ -201,6 +213,14 @@ def test_the_command_writes_the_validation(tmp_path: Path, judge_config: Path) -
     document = json.loads((tmp_path / "v" / "judge-validation.json").read_text())
     assert document["validated"] and document["command"].startswith("moa judge validate --judge")
     assert "--concurrency 4" in document["command"]
+    # Replayed from the cache alone (the last --out and --cache given count).
+    replay = runner.invoke(app, [*args, "--out", str(tmp_path / "r"), "--cache-only"])
+    assert replay.exit_code == 0, replay.stderr
+    again = json.loads((tmp_path / "r" / "judge-validation.json").read_text())
+    assert again["criteria"] == document["criteria"]
+    empty = [*args, "--out", str(tmp_path / "e"), "--cache", str(tmp_path / "e.sqlite")]
+    missing = runner.invoke(app, [*empty, "--cache-only"])
+    assert missing.exit_code == 2 and "--cache-only forbids calling any model" in missing.stderr
 
 
 def test_the_command_fails_for_a_judge_that_fails(tmp_path: Path, judge_config: Path) -> None:

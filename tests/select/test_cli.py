@@ -42,6 +42,15 @@ def test_select_writes_a_runnable_config_and_a_report(
     given += ["--data", str(gsm8k), "--out", str(out), "--config", str(base), "--dev", "12"]
     given += ["--heldout", "16", "--samples", "3", "--cache", str(tmp_path / "c.sqlite")]
     assert f"```\n{shlex.join(given)}\n```" in (out / "report.md").read_text()
+    # The same selection replayed from the cache alone: no call, the same choice.
+    calls = len(provider.calls)
+    replay = tmp_path / "replay"
+    args[args.index(str(out))] = str(replay)
+    result = runner.invoke(app, [*args, "--cache-only"])
+    assert result.exit_code == 0, result.output
+    assert len(provider.calls) == calls
+    chosen = [json.loads((o / "select.json").read_text())["recommended"] for o in (out, replay)]
+    assert chosen[0] == chosen[1]
 
 
 def test_select_reports_bad_input_in_one_line(gsm8k: Path, tmp_path: Path) -> None:

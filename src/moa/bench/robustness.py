@@ -41,6 +41,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from moa.cli.common import CacheOnlyOption
 from moa.providers.base import Provider
 from moa.providers.registry import ProviderRegistry
 from moa.providers.settings import ProviderSettings
@@ -249,13 +250,14 @@ async def _run(
     vote: int = 0,
     position: Position = "last",
     providers: Mapping[str, ProviderSettings] | None = None,
+    cache_only: bool = False,
 ) -> list[ModeResult]:
     from moa.engine.mixture import Mixture
     from moa.engine.spec import MixtureSpec
     from moa.eval.prompts import PromptSet
     from moa.eval.scorers import score_number
     from moa.eval.tasks import TASKS
-    from moa.providers.cache import CachingRegistry, SQLiteCallStore
+    from moa.providers.cache import registry_with_cache
     from moa.providers.settings import LocalSettings
 
     task = TASKS["gsm8k"]
@@ -264,11 +266,7 @@ async def _run(
     questions = [task.user_message(item, 0, prompts) for item in loaded]
     adversary = Adversary({q: item.answer or "" for q, item in zip(questions, loaded, strict=True)})
     local = LocalSettings(batch=local_batch)
-    registry: ProviderRegistry = given or (
-        ProviderRegistry(providers, local)
-        if cache is None
-        else CachingRegistry(providers, local, store=SQLiteCallStore(cache))
-    )
+    registry = given or registry_with_cache(providers, local, cache, cache_only)
     registry.add("adversary", adversary)  # its answers are cached too: they never change
     common: dict[str, Any] = {
         "defaults": {"temperature": 0.0, "max_tokens": 512},
@@ -341,10 +339,12 @@ def measure(
     vote: int = 0,
     position: Position = "last",
     providers: Mapping[str, ProviderSettings] | None = None,
+    cache_only: bool = False,
 ) -> RobustnessReport:
     """Run the items; ``registry`` (tests, embedding) replaces the one built from ``cache``.
 
     ``providers`` adds or overrides provider names (a config's ``providers:`` block).
+    ``cache_only`` answers every call from ``cache``; a call it lacks ends the run.
 
     ``vote``: N > 0 samples the one proposer N times and decides by a vote (see the module)."""
     if vote and len(proposers) != 1:
@@ -365,6 +365,7 @@ def measure(
                 vote,
                 position,
                 providers or {},
+                cache_only,
             )
         )
     return RobustnessReport(
@@ -388,6 +389,7 @@ def command(
         Path | None, typer.Option(help="Call cache (default: the shared one).")
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Call every model anew.")] = False,
+    cache_only: CacheOnlyOption = False,
     concurrency: Annotated[int, typer.Option(min=1, help="Items at once.")] = 4,
     local_batch: Annotated[int, typer.Option(min=1, help="local: {batch} for local models.")] = 4,
     vote: Annotated[
@@ -440,5 +442,6 @@ def command(
         vote=vote,
         position="first" if position == "first" else "last",
         providers=providers,
+        cache_only=cache_only,
     )
     typer.echo(json.dumps(report.rows(), indent=2) if as_json else report.format())

@@ -27,6 +27,7 @@ from moa.config import DEFAULT_PRESET, MixtureConfig, load_config
 from moa.errors import ConfigError, MoAError
 
 __all__ = [
+    "CacheOnlyOption",
     "ConfigOption",
     "PresetOption",
     "RayActorCpus",
@@ -50,6 +51,15 @@ PresetOption = Annotated[
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="A YAML mixture config file (overrides --preset)."),
+]
+CacheOnlyOption = Annotated[
+    bool,
+    typer.Option(
+        "--cache-only",
+        help="Replay the call cache only: a call it lacks stops the run with an error, and no "
+        "model is ever called (none needs to be installed, no key to be set). With a report's "
+        "call log imported, this shows the report reruns for free.",
+    ),
 ]
 
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from moa.cli.common import (
+    CacheOnlyOption,
     RayActorCpus,
     RayActors,
     RayAddress,
@@ -163,6 +164,7 @@ def eval_command(
         Path, typer.Option(help="The call cache (SQLite) shared by every run.")
     ] = DEFAULT_CACHE,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Call every model anew.")] = False,
+    cache_only: CacheOnlyOption = False,
     max_tokens: Annotated[
         int, typer.Option(min=1, help="max_tokens of single models and Self-MoA.")
     ] = 512,
@@ -237,6 +239,7 @@ def eval_command(
             baselines=not no_baselines,
             judge=judge,
             cache=None if no_cache else cache,
+            cache_only=cache_only,
             generation=GenerationSettings(
                 max_tokens=max_tokens,
                 temperature=temperature,

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from moa.cli.common import command_line, progress_bar, reporting_errors
+from moa.cli.common import CacheOnlyOption, command_line, progress_bar, reporting_errors
 from moa.providers.cache import DEFAULT_CACHE
 
 __all__ = ["judge_app"]
@@ -57,6 +57,7 @@ def validate(
         Path, typer.Option(help="The call cache (SQLite) shared with moa eval.")
     ] = DEFAULT_CACHE,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Call every model anew.")] = False,
+    cache_only: CacheOnlyOption = False,
     timeout: Annotated[
         float | None, typer.Option(min=1.0, help="Seconds one call may take (slow CPUs).")
     ] = None,
@@ -90,6 +91,7 @@ def validate(
             weak=weak,
             concurrency=concurrency,
             cache=None if no_cache else cache,
+            cache_only=cache_only,
             prompts_dir=prompts,
             timeout=timeout,
             stop_early=stop_early,
@@ -157,10 +159,15 @@ def _summary(document: dict[str, Any], out: Path, console: Console) -> None:
         f"needs >= {loses['threshold']:.0f}% in each order)"
     )
     console.print(
-        f"  known order: {mark[order['passed']]} (Together-MoA {pct(order['Together-MoA'])}, "
-        f"Together-MoA-Lite {pct(order['Together-MoA-Lite'])}; intervals "
-        + ("separate" if order["cis_separate"] else "overlap")
-        + ")"
+        f"  known order: {mark[order['passed']]}"
+        + (
+            ""
+            if stopped
+            else f" (Together-MoA {pct(order['Together-MoA'])}, Together-MoA-Lite "
+            f"{pct(order['Together-MoA-Lite'])}; intervals "
+            + ("separate" if order["cis_separate"] else "overlap")
+            + ")"
+        )
     )
     console.print(f"  position consistency: {pct(consistency)}")
     verdict = "[bold green]validated[/]" if document["validated"] else "[bold red]NOT validated[/]"

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from moa.cli.common import command_line, progress_bar, reporting_errors
+from moa.cli.common import CacheOnlyOption, command_line, progress_bar, reporting_errors
 from moa.config import load_endpoints
 from moa.errors import ConfigError
 
@@ -158,6 +158,7 @@ def select_command(
         Path | None, typer.Option(help="The call cache file (default ~/.cache/moa/calls.sqlite).")
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not cache calls.")] = False,
+    cache_only: CacheOnlyOption = False,
     concurrency: Annotated[int, typer.Option(help="Items answered at once.", min=1)] = 1,
 ) -> None:
     """Measure each model, search mixtures under a budget, and recommend one (or a single model).
@@ -215,6 +216,7 @@ def select_command(
                 data[0],
                 base=base,
                 cache=store,
+                cache_only=cache_only,
                 judge=judge,
                 embeddings=embeddings,
                 concurrency=concurrency,
@@ -229,6 +231,7 @@ def select_command(
                 several,
                 base=base,
                 cache=store,
+                cache_only=cache_only,
                 judge=judge,
                 embeddings=embeddings,
                 concurrency=concurrency,

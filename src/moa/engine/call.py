@@ -20,6 +20,7 @@ from moa.engine.breaker import CircuitBreaker
 from moa.engine.result import AgentResult, AgentRole
 from moa.engine.spec import HedgeSpec, Price, RetryPolicy
 from moa.errors import (
+    CacheMissError,
     CircuitOpenError,
     EmptyAnswerError,
     ProviderError,
@@ -159,6 +160,10 @@ async def _call_with_retries(
             return _result(call, progress, usage, finish_reason=finish)
         except CircuitOpenError as exc:
             return _result(call, progress, usage, error=exc)
+        except CacheMissError:  # a replay short of a call is not this agent's failure: it ends
+            if breaker is not None and ticket is not None:
+                breaker.released(ticket)
+            raise
         except asyncio.TimeoutError as exc:
             waited = "a first token" if progress.first_token is None else "the next token"
             last_error = ProviderTimeoutError(

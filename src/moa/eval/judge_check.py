@@ -75,6 +75,8 @@ class JudgeCheckOptions:
     cache: Path | None = DEFAULT_CACHE
     prompts_dir: Path | None = None
     timeout: float | None = None
+    cache_only: bool = False
+    """Replay the call cache only: a call it lacks stops the validation."""
     stop_early: bool = False
     """Stop judging once the weak-answer check cannot pass over ``items`` (see
     :func:`~moa.eval.judge_criteria.early_stop`); the known order is then not run."""
@@ -114,7 +116,8 @@ class JudgeCheck:
         configs = [s.config for s in (self.judge_system, self.weak) if s.config is not None]
         providers, local = merged_provider_settings(configs)
         cache = self.options.cache
-        return RegistryRecipe(providers, local, cache and cache.expanduser().resolve())()
+        resolved = cache and cache.expanduser().resolve()
+        return RegistryRecipe(providers, local, resolved, self.options.cache_only)()
 
     def identity(self) -> dict[str, Any]:
         """The judge as ``judge-validation.json`` names it; ``key`` is what ``moa eval`` checks."""
@@ -134,63 +137,80 @@ class JudgeCheck:
         tell = progress or (lambda phase, done, total: None)
         self.judge.mixture.check()
         self.weak_mixture.check()
+        stopped: EarlyStop | None = None
         try:
             answers = await self._bounded(
                 "weak answers", [partial(self._answer, i) for i in self.items[BASELINE]], tell
             )
-            # The weak pairs come first: they are what an early stop is decided on.
-            jobs = [
+            weak = [
                 partial(self._compare, "weak", item, answer)
                 for item, answer in zip(self.items[BASELINE], answers, strict=True)
             ]
-            for name, source in _systems().items():
-                jobs += [
-                    partial(self._compare, name, item, item.references[0], source)
-                    for item in self.items[source]
-                ]
-            items = self.options.items
-            stop = (lambda done: early_stop(done, items)) if self.options.stop_early else None
-            records = await self._bounded("judge comparisons", jobs, tell, stop)
+            others = [
+                partial(self._compare, name, item, item.references[0], source)
+                for name, source in _systems().items()
+                for item in self.items[source]
+            ]
+            if self.options.stop_early:
+                records, stopped = await self._weak_until_sealed(weak, tell)
+            else:
+                records = await self._bounded("judge comparisons", [*weak, *others], tell)
+            if stopped is None and self.options.stop_early:
+                records += await self._bounded("known-order comparisons", others, tell)
         finally:
             await self.registry.aclose()
-        judged = [r for r in records if r is not None]
-        return self._write(judged, early_stop(judged, items) if stop else None)
+        return self._write(records, stopped)
 
     def run(self, progress: Progress | None = None) -> dict[str, Any]:
         """Blocking :meth:`arun`."""
         return asyncio.run(self.arun(progress))
+
+    async def _weak_until_sealed(
+        self, jobs: Sequence[Callable[[], Awaitable[dict[str, Any]]]], tell: Progress
+    ) -> tuple[list[dict[str, Any]], EarlyStop | None]:
+        """The weak pairs in waves of ``concurrency``, until the weak-answer check is sealed.
+
+        The verdict is taken on the first instructions in order, and the records
+        end with the one that sealed it, so the outcome does not depend on which
+        calls finished first; the waves make which calls are made depend on
+        ``concurrency`` alone, so the same command replays from the cache.
+        """
+        records: list[dict[str, Any]] = []
+        size = self.options.concurrency
+        for start in range(0, len(jobs), size):
+            wave = jobs[start : start + size]
+            records += await self._bounded("weak-answer comparisons", wave, tell, start, len(jobs))
+            stopped = early_stop(records, self.options.items)
+            if stopped is not None:
+                return records[: stopped.judged], stopped
+        return records, None
 
     async def _bounded(
         self,
         phase: str,
         jobs: Sequence[Callable[[], Awaitable[Any]]],
         tell: Progress,
-        stop: Callable[[list[Any]], object] | None = None,
+        offset: int = 0,
+        total: int | None = None,
     ) -> list[Any]:
         """Run ``jobs`` with at most ``concurrency`` at once, started in order; their results.
 
-        Once ``stop`` returns something true for the results so far (``None`` for a
-        job not finished), jobs not yet started are skipped (their result is
-        ``None``); those in flight finish.
+        Progress counts from ``offset`` of ``total`` (default: these jobs alone).
         """
         gate = asyncio.Semaphore(self.options.concurrency)
-        results: list[Any] = [None] * len(jobs)
-        done = 0
-        stopped = False
-        tell(phase, 0, len(jobs))
+        total = len(jobs) if total is None else total
+        done = offset
+        tell(phase, done, total)
 
-        async def one(index: int) -> None:
-            nonlocal done, stopped
+        async def one(job: Callable[[], Awaitable[Any]]) -> Any:
+            nonlocal done
             async with gate:
-                if stopped:
-                    return
-                results[index] = await jobs[index]()
+                result = await job()
             done += 1
-            stopped = stopped or bool(stop and stop(results))
-            tell(phase, done, done if stopped else len(jobs))
+            tell(phase, done, total)
+            return result
 
-        await asyncio.gather(*(one(index) for index in range(len(jobs))))
-        return results
+        return list(await asyncio.gather(*(one(job) for job in jobs)))
 
     async def _answer(self, item: EvalItem) -> str | MoAError:
         try:

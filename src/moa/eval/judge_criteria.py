@@ -187,20 +187,22 @@ class EarlyStop:
         return asdict(self)
 
 
-def early_stop(records: Sequence[Mapping[str, Any] | None], items: int) -> EarlyStop | None:
-    """An :class:`EarlyStop` once the weak-answer check cannot pass over ``items``; else None.
+def early_stop(records: Sequence[Mapping[str, Any]], items: int) -> EarlyStop | None:
+    """Where, in ``records``' order, the weak-answer check became unable to pass over ``items``.
 
-    ``records`` are the comparisons finished so far (``None``: not finished). A
-    miss is a pair where the reference did not win in that order: the other
-    answer won, the verdict was unparsed or the call failed, as :func:`assess`
-    counts it.
+    ``judged`` is the number of weak pairs up to and including the one that
+    sealed it; None while the check can still pass. A miss is a pair where the
+    reference did not win in that order: the other answer won, the verdict
+    was unparsed or the call failed, as :func:`assess` counts it.
     """
     allowed = items - math.ceil(THRESHOLD * items / 100.0 - 1e-9)
-    weak = [r for r in records if r is not None and r["comparison"] == "weak"]
-    for order in (0, 1):
-        misses = sum(1 for r in weak if _verdict(r, order) != "reference")
-        if misses > allowed:
-            return EarlyStop(len(weak), order, misses, allowed)
+    misses = [0, 0]
+    weak = [r for r in records if r["comparison"] == "weak"]
+    for judged, record in enumerate(weak, 1):
+        for order in (0, 1):
+            misses[order] += _verdict(record, order) != "reference"
+            if misses[order] > allowed:
+                return EarlyStop(judged, order, misses[order], allowed)
     return None
 
 

@@ -76,6 +76,8 @@ class EvalOptions:
     judge: str | None = None
     cache: Path | None = DEFAULT_CACHE
     """The call cache file; ``None`` turns caching off."""
+    cache_only: bool = False
+    """Answer every call from the cache; a call it lacks stops the run (no model is called)."""
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     prompts_dir: Path | None = None
     timeout: float | None = None
@@ -218,7 +220,10 @@ class EvalRun:
         providers, local = merged_provider_settings(configs)
         cache = self.options.cache
         return RegistryRecipe(
-            providers, local, None if cache is None else cache.expanduser().resolve()
+            providers,
+            local,
+            None if cache is None else cache.expanduser().resolve(),
+            self.options.cache_only,
         )
 
     def _judge_config(self) -> list[MixtureConfig]:

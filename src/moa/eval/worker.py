@@ -30,7 +30,7 @@ from moa.eval.systems import System
 from moa.eval.tasks import Task, get_task
 from moa.eval.timing import replayed_timing
 from moa.history import RunLog, setup_of
-from moa.providers.cache import CachingRegistry, SQLiteCallStore, recording_hits
+from moa.providers.cache import recording_hits, registry_with_cache
 from moa.providers.registry import ProviderRegistry
 from moa.providers.settings import LocalSettings, ProviderSettings
 from moa.types import Message, Usage
@@ -55,12 +55,11 @@ class RegistryRecipe:
     local: LocalSettings = field(default_factory=LocalSettings)
     cache: Path | None = None
     """The call cache (absolute: a Ray actor's working folder is not the driver's)."""
+    cache_only: bool = False
+    """Replay the cache only: a call it lacks ends the run (see :mod:`moa.providers.cache`)."""
 
     def __call__(self) -> ProviderRegistry:
-        if self.cache is None:
-            return ProviderRegistry(dict(self.providers), self.local)
-        store = SQLiteCallStore(self.cache)
-        return CachingRegistry(dict(self.providers), self.local, store=store)
+        return registry_with_cache(self.providers, self.local, self.cache, self.cache_only)
 
 
 class EvalWorker:

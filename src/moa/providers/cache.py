@@ -13,6 +13,11 @@ distinct seeds to calls that must be distinct samples.
 
 Only completed calls are stored: errors, cancellations and interrupted streams
 never are. Identical calls running at the same time are made once.
+
+``cache_only=True`` turns the cache into a replay: a call it holds is answered,
+any other raises :class:`~moa.errors.CacheMissError`, which ends the run, and
+no model is ever called, so none needs to be installed and no key needs to be
+valid. That is how a committed call log is shown to rerun a report for free.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moa.errors import ConfigError
+from moa.errors import CacheMissError, ConfigError, MissingAPIKeyError
 from moa.files import private_file
 from moa.providers.base import Provider
 from moa.providers.registry import ProviderRegistry
@@ -48,6 +53,7 @@ __all__ = [
     "SQLiteCallStore",
     "cache_key",
     "recording_hits",
+    "registry_with_cache",
 ]
 
 DEFAULT_CACHE = Path("~/.cache/moa/calls.sqlite")
@@ -266,11 +272,20 @@ class SQLiteCallStore:
 class CachedProvider(Provider):
     """``inner`` behind the call cache ``store``; answers a repeated call without calling it."""
 
-    def __init__(self, inner: Provider, store: SQLiteCallStore, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        inner: Provider,
+        store: SQLiteCallStore,
+        *,
+        name: str | None = None,
+        cache_only: bool = False,
+    ) -> None:
         self.inner = inner
         self.store = store
         self.name = name or inner.name
         """The provider name in model ids; part of every cache key."""
+        self.cache_only = cache_only
+        """Answer only from the cache: a miss raises :class:`~moa.errors.CacheMissError`."""
         self.max_concurrency = inner.max_concurrency
         self.supports_continue = inner.supports_continue  # type: ignore[misc]
         self.hits = 0
@@ -280,13 +295,18 @@ class CachedProvider(Provider):
     def concurrency_key(self, request: CompletionRequest) -> Hashable:
         return self.inner.concurrency_key(request)
 
+    def check_model(self, model: str) -> None:
+        """The inner provider's check; none for a replay, which calls no model."""
+        if not self.cache_only:
+            self.inner.check_model(model)
+
     async def complete(self, request: CompletionRequest) -> Completion:
         key = cache_key(self.name, request)
         cached = await self._lookup(key, request)
         if cached is not None:
             usage = cached.usage or _estimated(request, cached.text)
             return Completion(cached.text, usage, cached.finish_reason, request.model)
-        with self._filling(key):
+        with self._filling(key, request):
             started = time.perf_counter()
             completion = await self.inner.complete(request)
             latency = time.perf_counter() - started
@@ -302,7 +322,7 @@ class CachedProvider(Provider):
         if cached is not None:
             yield CompletionChunk(cached.text, cached.usage, cached.finish_reason)
             return
-        with self._filling(key):
+        with self._filling(key, request):
             started = time.perf_counter()
             first: float | None = None
             parts: list[str] = []
@@ -334,9 +354,11 @@ class CachedProvider(Provider):
         return cached
 
     @contextmanager
-    def _filling(self, key: str) -> Iterator[None]:
+    def _filling(self, key: str, request: CompletionRequest) -> Iterator[None]:
         """Mark ``key`` as being computed; identical calls wait until this block ends."""
         self.misses += 1
+        if self.cache_only:
+            raise CacheMissError(f"{self.name}:{request.model}", str(self.store.path))
         done = self._pending[key] = asyncio.Event()
         try:
             yield
@@ -356,6 +378,21 @@ def _estimated(request: CompletionRequest, text: str) -> Usage:
     return Usage(prompt, estimate_tokens(text), 1)
 
 
+def registry_with_cache(
+    providers: Mapping[str, ProviderSettings] | None,
+    local: LocalSettings | None,
+    cache: Path | None,
+    cache_only: bool = False,
+) -> ProviderRegistry:
+    """A registry whose calls go through the cache file ``cache`` (``None``: no cache)."""
+    if cache is None:
+        if cache_only:
+            raise ConfigError("--cache-only replays the call cache: leave out --no-cache")
+        return ProviderRegistry(dict(providers or {}), local)
+    store = SQLiteCallStore(cache.expanduser())
+    return CachingRegistry(dict(providers or {}), local, store=store, cache_only=cache_only)
+
+
 class CachingRegistry(ProviderRegistry):
     """A :class:`ProviderRegistry` whose every provider answers through one call cache."""
 
@@ -365,18 +402,46 @@ class CachingRegistry(ProviderRegistry):
         local: LocalSettings | None = None,
         *,
         store: SQLiteCallStore,
+        cache_only: bool = False,
     ) -> None:
         super().__init__(settings, local)
         self.store = store
+        self.cache_only = cache_only
+        """Replay only (see the module's docstring)."""
         self._cached: dict[str, CachedProvider] = {}
+        self._keyless_stand_ins: dict[str, Provider] = {}
 
     def get(self, name: str) -> Provider:
-        inner = super().get(name)
+        try:
+            inner = super().get(name)
+        except MissingAPIKeyError:
+            if not self.cache_only:
+                raise
+            inner = self._keyless(name)  # a replay never calls it: no key is needed
         cached = self._cached.get(name)
         if cached is None or cached.inner is not inner:
-            cached = self._cached[name] = CachedProvider(inner, self.store, name=name)
+            cached = self._cached[name] = CachedProvider(
+                inner, self.store, name=name, cache_only=self.cache_only
+            )
         return cached
+
+    def _keyless(self, name: str) -> Provider:
+        if name not in self._keyless_stand_ins:
+            stand_in = _NeverCalled(name)
+            stand_in.supports_continue = self._settings[name].supports_continue  # type: ignore[misc]
+            self._keyless_stand_ins[name] = stand_in
+        return self._keyless_stand_ins[name]
 
     def cached(self) -> list[CachedProvider]:
         """The cache wrappers made so far (their ``hits``/``misses`` count calls)."""
         return list(self._cached.values())
+
+
+class _NeverCalled(Provider):
+    """Stands in, in a replay, for a provider that could not be built for want of its key."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        raise AssertionError("a cache-only provider is never called")  # pragma: no cover

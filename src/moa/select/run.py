@@ -17,7 +17,7 @@ from moa.eval.judge import Judge
 from moa.eval.prompts import PromptSet
 from moa.eval.systems import GenerationSettings, resolve_system
 from moa.eval.tasks import get_task
-from moa.providers.cache import DEFAULT_CACHE, CachingRegistry, SQLiteCallStore
+from moa.providers.cache import DEFAULT_CACHE, registry_with_cache
 from moa.providers.registry import ProviderRegistry
 from moa.select.diversity import minilm_embedder
 from moa.select.evaluate import Evaluator, ItemProgress
@@ -40,12 +40,9 @@ __all__ = [
 T = TypeVar("T")
 
 
-def _registry(base: Endpoints | None, cache: Path | None) -> ProviderRegistry:
+def _registry(base: Endpoints | None, cache: Path | None, cache_only: bool) -> ProviderRegistry:
     providers = dict(base.providers) if base else {}
-    local = base.local if base else None
-    if cache is None:
-        return ProviderRegistry(providers, local)
-    return CachingRegistry(providers, local, store=SQLiteCallStore(cache.expanduser()))
+    return registry_with_cache(providers, base.local if base else None, cache, cache_only)
 
 
 def _judge(model: str | None, registry: ProviderRegistry, prompts: PromptSet) -> Judge | None:
@@ -65,12 +62,14 @@ class SelectRun:
     base: Endpoints | None = None
     """A config whose ``providers:`` and ``local:`` blocks say how to reach the pool."""
     cache: Path | None = DEFAULT_CACHE
+    cache_only: bool = False
+    """Answer every call from the cache; a call it lacks stops the selection."""
     judge: str | None = None
     embeddings: bool = False
     concurrency: int = 1
 
     def registry(self) -> ProviderRegistry:
-        return _registry(self.base, self.cache)
+        return _registry(self.base, self.cache, self.cache_only)
 
     async def arun(
         self,
@@ -230,12 +229,14 @@ class MultiSelectRun:
     tasks: tuple[TaskData, ...]
     base: Endpoints | None = None
     cache: Path | None = DEFAULT_CACHE
+    cache_only: bool = False
+    """Answer every call from the cache; a call it lacks stops the selection."""
     judge: str | None = None
     embeddings: bool = False
     concurrency: int = 1
 
     def registry(self) -> ProviderRegistry:
-        return _registry(self.base, self.cache)
+        return _registry(self.base, self.cache, self.cache_only)
 
     async def arun(
         self,
