@@ -35,9 +35,13 @@ def _registry(tmp_path: Path, judge: object = _judge) -> CachingRegistry:
     return registry
 
 
-def _validate(tmp_path: Path, judge: str = "judge:j", function: object = _judge) -> Path:
+def _validate(
+    tmp_path: Path, judge: str = "judge:j", function: object = _judge, stop_early: bool = False
+) -> Path:
     out = tmp_path / "validation"
-    options = JudgeCheckOptions(judge=judge, data=DATA, out=out, items=10, weak="w:weak")
+    options = JudgeCheckOptions(
+        judge=judge, data=DATA, out=out, items=10, weak="w:weak", stop_early=stop_early
+    )
     JudgeCheck(options, registry=_registry(tmp_path, function)).run()
     return out / "judge-validation.json"
 
@@ -112,6 +116,13 @@ def test_a_failed_validation_does_not_count(tmp_path: Path) -> None:
     validation = _validate(tmp_path, function=first)
     report = _alpaca(tmp_path, validation)
     assert "judge not validated" in report and "failed (weak_loses, known_order" in report
+
+
+def test_a_validation_stopped_early_says_the_known_order_was_not_run(tmp_path: Path) -> None:
+    report = _alpaca(tmp_path, _validate(tmp_path, function=first, stop_early=True))
+    assert "failed (weak_loses: " in report
+    assert "known order not run (stopped after 2 instructions)" in report
+    assert "Together-MoA –" not in report
 
 
 def test_mt_bench_is_labelled_too(tmp_path: Path) -> None:

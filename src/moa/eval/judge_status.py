@@ -134,12 +134,17 @@ def _figures(document: Mapping[str, Any]) -> str:
     loses, order = criteria["weak_loses"], criteria["known_order"]
     moa, lite = COMPARISONS["moa"], COMPARISONS["moa_lite"]
     weak = (document.get("weak") or {}).get("spec", "the weak model")
+    stopped = document.get("stopped_early")
+    known = (
+        f"known order not run (stopped after {stopped['judged']} instructions)"
+        if stopped
+        else f"{moa} {_pct(order.get(moa))} vs {lite} {_pct(order.get(lite))} against "
+        f"{BASELINE} (intervals {'separate' if order.get('cis_separate') else 'overlap'})"
+    )
     return (
         f"prefers {BASELINE} to {weak}'s answers in {_pct(loses['weak_first'])} "
         f"(weak answer first) and {_pct(loses['reference_first'])} (second) of instructions; "
-        f"{moa} {_pct(order.get(moa))} vs {lite} {_pct(order.get(lite))} against {BASELINE} "
-        f"(intervals {'separate' if order.get('cis_separate') else 'overlap'}); "
-        f"position consistency {_pct(criteria['position_consistency']['rate'])}"
+        f"{known}; position consistency {_pct(criteria['position_consistency']['rate'])}"
     )
 
 
