@@ -29,6 +29,7 @@ from moa.errors import ConfigError, MoAError
 __all__ = [
     "CacheOnlyOption",
     "ConfigOption",
+    "JudgeProtocolOption",
     "PresetOption",
     "RayActorCpus",
     "RayActors",
@@ -51,6 +52,15 @@ PresetOption = Annotated[
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="A YAML mixture config file (overrides --preset)."),
+]
+JudgeProtocolOption = Annotated[
+    str,
+    typer.Option(
+        "--judge-protocol",
+        help="How the judge compares an answer with the reference: 'pairwise' (which is "
+        "better, asked in both orders) or 'graded' (each graded 1-10 alone, the higher grade "
+        "wins: no position to be biased by).",
+    ),
 ]
 CacheOnlyOption = Annotated[
     bool,

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from moa.cli.common import (
     CacheOnlyOption,
+    JudgeProtocolOption,
     RayActorCpus,
     RayActors,
     RayAddress,
@@ -149,6 +150,7 @@ def eval_command(
         str | None,
         typer.Option(help="Reference outputs (alpaca_eval) or reference answers (mt_bench)."),
     ] = None,
+    judge_protocol: JudgeProtocolOption = "pairwise",
     judge_validation: Annotated[
         Path | None,
         typer.Option(
@@ -238,6 +240,7 @@ def eval_command(
             block=block,
             baselines=not no_baselines,
             judge=judge,
+            judge_protocol=judge_protocol,
             cache=None if no_cache else cache,
             cache_only=cache_only,
             generation=GenerationSettings(

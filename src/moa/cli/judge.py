@@ -9,7 +9,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from moa.cli.common import CacheOnlyOption, command_line, progress_bar, reporting_errors
+from moa.cli.common import (
+    CacheOnlyOption,
+    JudgeProtocolOption,
+    command_line,
+    progress_bar,
+    reporting_errors,
+)
 from moa.providers.cache import DEFAULT_CACHE
 
 __all__ = ["judge_app"]
@@ -42,6 +48,7 @@ def validate(
         int,
         typer.Option("--items", "--limit", "-n", min=1, help="The first N instructions (a count)."),
     ] = 100,
+    judge_protocol: JudgeProtocolOption = "pairwise",
     weak: Annotated[
         str, typer.Option(help="The weak model whose answers must lose (greedy, 512 tokens).")
     ] = DEFAULT_WEAK,
@@ -92,6 +99,7 @@ def validate(
             concurrency=concurrency,
             cache=None if no_cache else cache,
             cache_only=cache_only,
+            protocol=judge_protocol,
             prompts_dir=prompts,
             timeout=timeout,
             stop_early=stop_early,
@@ -147,16 +155,23 @@ def _summary(document: dict[str, Any], out: Path, console: Console) -> None:
 
     mark = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[yellow]not run[/]"}
     stopped = document.get("stopped_early")
+    graded = document["judge"].get("protocol") == "graded"
     if stopped:
         console.print(
             f"stopped after {stopped['judged']} instructions: the reference had failed to win "
-            f"{stopped['misses']} times in one order, more than the {stopped['allowed']} "
-            f"that {loses['threshold']:.0f}% of {document['items']} allows"
+            f"{stopped['misses']} times" + ("" if graded else " in one order") + ", more than "
+            f"the {stopped['allowed']} that {loses['threshold']:.0f}% of {document['items']} "
+            "allows"
         )
+    preferred = (
+        f"graded above the weak answer: {pct(loses['weak_first'])}"
+        if graded
+        else f"preferred with the weak answer first: {pct(loses['weak_first'])}, "
+        f"second: {pct(loses['reference_first'])}"
+    )
     console.print(
-        f"  weak answer loses: {mark[loses['passed']]} (reference preferred with the weak "
-        f"answer first: {pct(loses['weak_first'])}, second: {pct(loses['reference_first'])}; "
-        f"needs >= {loses['threshold']:.0f}% in each order)"
+        f"  weak answer loses: {mark[loses['passed']]} (reference {preferred}; "
+        f"needs >= {loses['threshold']:.0f}%" + ("" if graded else " in each order") + ")"
     )
     console.print(
         f"  known order: {mark[order['passed']]}"
@@ -169,7 +184,8 @@ def _summary(document: dict[str, Any], out: Path, console: Console) -> None:
             + ")"
         )
     )
-    console.print(f"  position consistency: {pct(consistency)}")
+    if not graded:  # a graded judge sees one answer at a time: there is no order
+        console.print(f"  position consistency: {pct(consistency)}")
     verdict = "[bold green]validated[/]" if document["validated"] else "[bold red]NOT validated[/]"
     console.print(f"judge {escape(document['judge']['spec'])}: {verdict}")
     report, validation = escape(str(out / "report.md")), escape(str(out / "judge-validation.json"))

@@ -6,8 +6,12 @@ through the same engine as the systems under test. Its instructions are the
 can point to the user's own files.
 
 Pairwise judging asks twice with the two outputs swapped and averages, which
-cancels the judge's preference for a position. Grading uses the reference
-answer for the categories where correctness can be checked against one.
+cancels the judge's preference for a position. A judge whose verdicts follow
+the position rather than the answers gains nothing from that: the ``graded``
+protocol compares the two outputs by grading each alone (1–10, the
+``judge_single`` prompt) instead, so no answer is ever shown beside another
+and there is no order to prefer. Grading uses the reference answer for the
+categories where correctness can be checked against one.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moa.engine.mixture import Mixture
+from moa.errors import ConfigError
 from moa.eval.datasets import EvalItem
 from moa.eval.prompts import PromptSet, fill
 from moa.types import Message, Usage
 
 __all__ = [
+    "PROTOCOLS",
     "REFERENCE_CATEGORIES",
     "Grade",
     "Judge",
@@ -29,6 +35,10 @@ __all__ = [
     "parse_preference",
     "parse_rating",
 ]
+
+PROTOCOLS = ("pairwise", "graded")
+"""How a judge compares an output with a reference: ``pairwise`` asks which of the two is
+better, once in each order; ``graded`` grades each alone and the higher grade wins."""
 
 REFERENCE_CATEGORIES = frozenset({"math", "reasoning", "coding"})
 """MT-Bench categories graded against a reference answer."""
@@ -63,17 +73,21 @@ class PairwiseVerdict:
     preference: float | None
     """1: the output wins in both orders, 0: the reference does, 0.5: split; None: unparsed."""
     verdicts: tuple[str | None, ...]
-    """Per order, who won: ``output``, ``reference`` or ``None`` (the reply had no verdict)."""
+    """Per order, who won: ``output``, ``reference`` or ``None`` (the reply had no verdict).
+    Graded: the same winner twice (no order), ``None`` for equal or unparsed grades."""
     replies: tuple[str, ...]
     usage: Usage
+    grades: tuple[float | None, float | None] | None = None
+    """Graded: the output's grade and the reference's (``None``: pairwise)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "preference": self.preference,
             "verdicts": list(self.verdicts),
             "replies": list(self.replies),
             "usage": self.usage.to_dict(),
         }
+        return out if self.grades is None else {**out, "grades": list(self.grades)}
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,14 @@ class Judge:
 
     mixture: Mixture
     prompts: PromptSet = field(default_factory=PromptSet)
+    protocol: str = "pairwise"
+    """How :meth:`pairwise` compares (see :data:`PROTOCOLS`)."""
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"judge protocol {self.protocol!r} is not one of: {', '.join(PROTOCOLS)}"
+            )
 
     @property
     def name(self) -> str:
@@ -117,7 +139,9 @@ class Judge:
         return result.output, result.usage
 
     async def pairwise(self, instruction: str, output: str, reference: str) -> PairwiseVerdict:
-        """Compare ``output`` with ``reference`` in both orders."""
+        """Compare ``output`` with ``reference``: in both orders, or by their grades."""
+        if self.protocol == "graded":
+            return await self._by_grades(instruction, output, reference)
         template = self.prompts.get("judge_pairwise")
         orders = (
             ("output", output, "reference", reference),
@@ -138,6 +162,31 @@ class Judge:
         decided = [v for v in verdicts if v is not None]
         preference = sum(1.0 for v in decided if v == "output") / len(decided) if decided else None
         return PairwiseVerdict(preference, tuple(verdicts), tuple(replies), usage)
+
+    async def _by_grades(self, instruction: str, output: str, reference: str) -> PairwiseVerdict:
+        """Grade each alone; the higher grade wins, equal grades split (a preference of 0.5).
+
+        The reference's grade is the same call for every output compared with it,
+        so the call cache makes it once per instruction.
+        """
+        template = self.prompts.get("judge_single")
+        grades: list[float | None] = []
+        replies: list[str] = []
+        usage = Usage()
+        for text in (output, reference):
+            prompt = fill(template, {"question": instruction, "answer": text})
+            reply, spent = await self._ask(prompt)
+            usage = usage + spent
+            replies.append(reply)
+            grades.append(parse_rating(reply))
+        mine, theirs = grades
+        winner: str | None = None
+        if mine is None or theirs is None:
+            preference = None
+        else:
+            preference = 1.0 if mine > theirs else 0.0 if mine < theirs else 0.5
+            winner = {1.0: "output", 0.0: "reference"}.get(preference)
+        return PairwiseVerdict(preference, (winner, winner), tuple(replies), usage, (mine, theirs))
 
     async def grade(self, item: EvalItem, answers: list[str]) -> Grade:
         """Rate each turn of ``answers`` to ``item`` (1–10), with references where they count."""

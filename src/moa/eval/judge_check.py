@@ -77,6 +77,8 @@ class JudgeCheckOptions:
     timeout: float | None = None
     cache_only: bool = False
     """Replay the call cache only: a call it lacks stops the validation."""
+    protocol: str = "pairwise"
+    """How the judge compares (:data:`~moa.eval.judge.PROTOCOLS`), as ``moa eval`` will."""
     stop_early: bool = False
     """Stop judging once the weak-answer check cannot pass over ``items`` (see
     :func:`~moa.eval.judge_criteria.early_stop`); the known order is then not run."""
@@ -96,7 +98,9 @@ class JudgeCheck:
         self.judge_system = judge_system(options.judge, options.timeout)
         self.weak = resolve_system(options.weak, WEAK_SETTINGS).with_timeout(options.timeout)
         self.registry = registry or self._registry()
-        self.judge = Judge(Mixture(self.judge_system.spec, self.registry), self.prompts)
+        self.judge = Judge(
+            Mixture(self.judge_system.spec, self.registry), self.prompts, options.protocol
+        )
         self.weak_mixture = Mixture(self.weak.spec, self.registry)
 
     def _load(self, name: str) -> list[EvalItem]:
@@ -121,11 +125,12 @@ class JudgeCheck:
 
     def identity(self) -> dict[str, Any]:
         """The judge as ``judge-validation.json`` names it; ``key`` is what ``moa eval`` checks."""
-        key = judge_key(self.judge_system, self.prompts.get("judge_pairwise"))
+        key = judge_key(self.judge_system, self.prompts, self.options.protocol)
         prompts = self.options.prompts_dir
         return {
             "spec": self.options.judge,
             "key": key,
+            "protocol": self.options.protocol,
             "identity": self.judge_system.identity(),
             "prompts": None if prompts is None else str(prompts),
         }

@@ -239,6 +239,7 @@ def render_validation(document: Mapping[str, Any]) -> str:
     moa, lite = COMPARISONS["moa"], COMPARISONS["moa_lite"]
     verdict = "VALIDATED" if document["validated"] else "NOT VALIDATED"
     stopped = document.get("stopped_early")
+    graded = judge.get("protocol") == "graded"
     lines = [
         f"# Judge validation: `{judge['spec']}`",
         "",
@@ -246,7 +247,7 @@ def render_validation(document: Mapping[str, Any]) -> str:
         + ("passed" if document["validated"] else "did not pass")
         + " both criteria below over the first "
         f"{document['items']} AlpacaEval instructions"
-        + (_stopped(stopped, document["items"]) if stopped else "."),
+        + (_stopped(stopped, document["items"], graded) if stopped else "."),
         "",
         f"- Data: `{document['data']}`; weak model: `{weak['spec']}` (greedy, max_tokens "
         f"{weak['max_tokens']}); baseline: {BASELINE}.",
@@ -255,8 +256,13 @@ def render_validation(document: Mapping[str, Any]) -> str:
         "| criterion | result | figures (95% Wilson CI) |",
         "|---|---|---|",
         f"| the weak answer loses (≥ {loses['threshold']:.0f}% in each order) | "
-        f"{_mark(loses['passed'])} | {BASELINE} preferred with the weak answer shown first "
-        f"(A): {_ci(loses['weak_first'])}; shown second (B): {_ci(loses['reference_first'])}"
+        f"{_mark(loses['passed'])} | "
+        + (
+            f"{BASELINE} graded above the weak answer (no order): {_ci(loses['weak_first'])}"
+            if graded
+            else f"{BASELINE} preferred with the weak answer shown first "
+            f"(A): {_ci(loses['weak_first'])}; shown second (B): {_ci(loses['reference_first'])}"
+        )
         + (
             f"; {loses['failed']} pairs failed (counted as not preferred)"
             if loses["failed"]
@@ -272,17 +278,29 @@ def render_validation(document: Mapping[str, Any]) -> str:
             + ("separate" if order["cis_separate"] else "overlap")
             + " |"
         ),
-        f"| position consistency (informational) | – | {_ci(consistency['rate'])} of all pairs: "
-        + "; ".join(
-            f"{COMPARISONS.get(k) or weak['spec']} {_ci(v)}"
-            for k, v in consistency["by_comparison"].items()
-        )
-        + " |",
+        "| position consistency (informational) | – | "
+        + (
+            "does not apply: each answer is graded alone |"
+            if graded
+            else f"{_ci(consistency['rate'])} of all pairs: "
+            + "; ".join(
+                f"{COMPARISONS.get(k) or weak['spec']} {_ci(v)}"
+                for k, v in consistency["by_comparison"].items()
+            )
+            + " |"
+        ),
         "",
         "## How to read this",
         "",
-        "- Each pair is judged twice, with the two outputs swapped, by the judge exactly as "
-        "`moa eval` runs it (same configuration, `judge_pairwise` prompt and call cache).",
+        (
+            "- Protocol `graded`: each answer is graded alone (1–10, `judge_single` prompt) by "
+            "the judge exactly as `moa eval --judge-protocol graded` runs it (same "
+            "configuration, prompt and call cache); the higher grade wins. Equal grades are a "
+            "tie: a miss for the weak-answer check, half a win for the known order."
+            if graded
+            else "- Each pair is judged twice, with the two outputs swapped, by the judge exactly "
+            "as `moa eval` runs it (same configuration, `judge_pairwise` prompt and call cache)."
+        ),
         "- The weak answer loses: a judge that cannot prefer a strong reference to a tiny "
         "model's answer, in either position, cannot rank systems. Unparsed verdicts and failed "
         "calls count against the judge.",
@@ -297,12 +315,13 @@ def render_validation(document: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _stopped(stopped: Mapping[str, Any], items: int) -> str:
+def _stopped(stopped: Mapping[str, Any], items: int, graded: bool = False) -> str:
     """The report's account of an early stop (``--stop-early``)."""
     shown = ("the weak answer", "the reference")[int(stopped["order"])]
+    how = "" if graded else f", with {shown} shown first"
     return (
-        f", and it could not have: after {stopped['judged']} of them, with {shown} shown "
-        f"first, {BASELINE} had already failed to win {stopped['misses']} times, more than "
+        f", and it could not have: after {stopped['judged']} of them{how}, "
+        f"{BASELINE} had already failed to win {stopped['misses']} times, more than "
         f"the {stopped['allowed']} misses that {THRESHOLD:.0f}% of {items} allows. The "
         "remaining comparisons were not run (`--stop-early`), so every figure below covers "
         "the pairs judged until then."

@@ -92,7 +92,7 @@ def judge_status(
         return _not(
             f"{str(path)!r} validates the judge `{judge.get('spec')}` (key {judge.get('key')}), "
             f"but this run's judge is `{info.get('judge')}` (key {key}): a different model, "
-            "sampling or judge prompt",
+            "sampling, judge prompt or --judge-protocol",
             commands,
             path,
         )
@@ -153,6 +153,9 @@ def validation_command(judge: str, data: str, out: str, info: Mapping[str, Any])
     words = ["moa", "judge", "validate", "--judge", judge, "--data", data, "--out", out]
     if info.get("prompts"):
         words += ["--prompts", str(info["prompts"])]
+    protocol = info.get("judge_protocol")
+    if protocol and protocol != "pairwise":
+        words += ["--judge-protocol", str(protocol)]
     cache = info.get("cache")
     if cache and Path(cache).expanduser() != DEFAULT_CACHE.expanduser():
         words += ["--cache", str(cache)]

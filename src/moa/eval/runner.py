@@ -74,6 +74,8 @@ class EvalOptions:
     concurrency: int = 1
     baselines: bool = True
     judge: str | None = None
+    judge_protocol: str = "pairwise"
+    """How the judge compares (:data:`~moa.eval.judge.PROTOCOLS`)."""
     cache: Path | None = DEFAULT_CACHE
     """The call cache file; ``None`` turns caching off."""
     cache_only: bool = False
@@ -207,11 +209,19 @@ class EvalRun:
         self.log = ItemLog(options.out / "items.jsonl")
         self.run_log = RunLog(options.history) if options.history is not None else None
         self._context = self._run_context()
+        protocol = options.judge_protocol
         self.worker = EvalWorker(
-            self.task, self.prompts, self.registry, self.judge, run_log=self.run_log
+            self.task,
+            self.prompts,
+            self.registry,
+            self.judge,
+            run_log=self.run_log,
+            judge_protocol=protocol,
         )
         """Answers the items in this process (``engine="local"``)."""
-        self.workers = EvalWorkers(self.task.name, recipe, options.prompts_dir, self.judge)
+        self.workers = EvalWorkers(
+            self.task.name, recipe, options.prompts_dir, self.judge, protocol
+        )
         """Builds a worker in each Ray actor (``engine="ray"``)."""
 
     # -- setup ------------------------------------------------------------------------------
@@ -247,7 +257,7 @@ class EvalRun:
         """The judge's key, which its validation (``moa judge validate``) must carry."""
         if self.judge is None:
             return None
-        return judge_key(System("judge", self.judge), self.prompts.get("judge_pairwise"))
+        return judge_key(System("judge", self.judge), self.prompts, self.options.judge_protocol)
 
     def _run_context(self) -> dict[str, Any]:
         """What, besides a system's own configuration, decides its records."""
@@ -260,6 +270,8 @@ class EvalRun:
                 mode="json", exclude={"name", "timeout", "retry", "deadline"}
             )
             context["judge_templates"] = self.options.prompts_dir and str(self.options.prompts_dir)
+            if self.options.judge_protocol != "pairwise":  # pairwise runs keep their keys
+                context["judge_protocol"] = self.options.judge_protocol
         return context
 
     def key(self, system: System) -> str:
@@ -419,6 +431,7 @@ class EvalRun:
             "command": self.options.command or " ".join(sys.argv),
             "judge": self.options.judge,
             "judge_key": self.judge_key(),
+            "judge_protocol": self.options.judge_protocol if self.judge is not None else None,
             "judge_validation": self.options.judge_validation,
             "prompts": None if self.options.prompts_dir is None else str(self.options.prompts_dir),
             "self_moa_of": self.self_moa_of,

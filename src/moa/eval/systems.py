@@ -19,6 +19,7 @@ from typing import Any, Literal
 from moa.config import MixtureConfig, load_config
 from moa.engine.spec import AgentSpec, LayerSpec, MixtureSpec
 from moa.errors import ConfigError
+from moa.eval.prompts import PromptSet
 from moa.providers.settings import LocalSettings, ProviderSettings
 
 __all__ = [
@@ -112,13 +113,17 @@ def judge_system(text: str, timeout: float | None = None) -> System:
     return resolve_system(text, JUDGE_SETTINGS).with_timeout(timeout)
 
 
-def judge_key(judge: System, pairwise_template: str) -> str:
-    """What a judge's validation is valid for: its configuration and its pairwise prompt.
+def judge_key(judge: System, prompts: PromptSet, protocol: str = "pairwise") -> str:
+    """What a judge's validation is valid for: its configuration, protocol and prompt.
 
-    The same digest as :meth:`System.key`, so a judge whose model, sampling or
-    prompt changed is a different judge (its name and timeouts do not count).
+    The same digest as :meth:`System.key`, so a judge whose model, sampling,
+    protocol or prompt changed is a different judge (its name and timeouts do
+    not count). A pairwise judge is keyed by its ``judge_pairwise`` prompt; a
+    graded one by the protocol and its ``judge_single`` prompt.
     """
-    return judge.key({"judge_pairwise": pairwise_template})
+    if protocol == "pairwise":
+        return judge.key({"judge_pairwise": prompts.get("judge_pairwise")})
+    return judge.key({"judge_protocol": protocol, "judge_single": prompts.get("judge_single")})
 
 
 def single_spec(model_id: str, settings: GenerationSettings) -> MixtureSpec:

@@ -73,13 +73,16 @@ class EvalWorker:
         judge: MixtureSpec | None = None,
         *,
         run_log: RunLog | None = None,
+        judge_protocol: str = "pairwise",
     ) -> None:
         self.task = task
         self.run_log = run_log
         """Where each answered turn is recorded as a run (``moa eval --log-history``)."""
         self.prompts = prompts
         self.registry = registry
-        self.judge = None if judge is None else Judge(Mixture(judge, registry), prompts)
+        self.judge = (
+            None if judge is None else Judge(Mixture(judge, registry), prompts, judge_protocol)
+        )
         self._mixtures: dict[str, Mixture] = {}
 
     def mixture(self, system: System) -> Mixture:
@@ -192,10 +195,15 @@ class EvalWorkers:
     registry: Callable[[], ProviderRegistry]
     prompts_dir: Path | None = None
     judge: MixtureSpec | None = None
+    judge_protocol: str = "pairwise"
 
     def __call__(self) -> EvalWorker:
         return EvalWorker(
-            get_task(self.task), PromptSet(self.prompts_dir), self.registry(), self.judge
+            get_task(self.task),
+            PromptSet(self.prompts_dir),
+            self.registry(),
+            self.judge,
+            judge_protocol=self.judge_protocol,
         )
 
 
