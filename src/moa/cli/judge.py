@@ -108,7 +108,12 @@ def validate(
         check = JudgeCheck(options)
         console.print(
             f"validating {escape(judge)} on {items} instructions (weak model {escape(weak)}); "
-            f"{items} answers and {3 * items} pairs, each judged in both orders"
+            f"{items} answers and {3 * items} pairs, "
+            + (
+                "each compared by grading its two answers alone"
+                if judge_protocol == "graded"
+                else "each judged in both orders"
+            )
         )
         with _Progress(console) as progress:
             document = check.run(progress)
