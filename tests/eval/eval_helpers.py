@@ -89,5 +89,6 @@ def fake_registry(cache: str, builders: str | None = None) -> CachingRegistry:
     if builders is not None:
         Path(builders, str(os.getpid())).touch()
 
-    store = SQLiteCallStore(Path(cache))
-    return CachingRegistry(store=store).add("fake", FunctionProvider(arithmetic, name="fake"))
+    registry = CachingRegistry(store=SQLiteCallStore(Path(cache)))
+    registry.add("fake", FunctionProvider(arithmetic, name="fake"))
+    return registry

@@ -21,7 +21,9 @@ REPLIES = {"a": "alpha", "b": "beta", "agg": "final"}
 
 
 def _registry(store: SQLiteCallStore, fake: FakeProvider, cache_only: bool) -> CachingRegistry:
-    return CachingRegistry(store=store, cache_only=cache_only).add("fake", fake)
+    registry = CachingRegistry(store=store, cache_only=cache_only)
+    registry.add("fake", fake)
+    return registry
 
 
 async def test_a_replay_answers_from_the_cache_without_calling_a_model(tmp_path: Path) -> None:
