@@ -3,6 +3,7 @@ fake ``local``), and every option of every strategy is in an options table with 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from pydantic.fields import FieldInfo
 
 from moa.config import build_mixture, parse_config
 from moa.engine.strategy import get_strategy, strategy_names
+from moa.errors import CacheMissError
+from moa.providers.cache import CachingRegistry, SQLiteCallStore
 from moa.providers.registry import ProviderRegistry
 from moa.strategies.common import StrategyOptions
 from moa.strategies.window import ContextPolicy
@@ -108,3 +111,18 @@ def test_the_chunked_entry_links_the_latency_page() -> None:
 @pytest.mark.parametrize("block", blocks("python"))
 def test_python_example_runs(block: str) -> None:
     exec(compile(block, str(DOC), "exec"), {})
+
+
+@pytest.mark.parametrize("block", blocks("yaml"))
+async def test_a_cache_only_replay_short_of_a_call_ends_with_the_miss(
+    block: str, tmp_path: Path
+) -> None:
+    """Whatever the strategy, a replay's missing call ends the run: never a hang, never a
+    failed agent that the others carry on without."""
+    config = parse_config(yaml.safe_load(block), "docs/strategies.md")
+    fake = FakeProvider("local", default="Best: 1\nStop: no\nThe answer is 4.")
+    registry = CachingRegistry(store=SQLiteCallStore(tmp_path / "calls.sqlite"), cache_only=True)
+    registry.add("local", fake)
+    with pytest.raises(CacheMissError):
+        await asyncio.wait_for(build_mixture(config, registry).arun("2+2?"), timeout=30)
+    assert fake.calls == []

@@ -163,6 +163,8 @@ class _Staircase:
         ]
         self.notes: list[str] = []
         self.tasks: list[asyncio.Task[None]] = []
+        self.fatal: BaseException | None = None
+        """An error that ends the run rather than one proposer (a replay short of a call)."""
 
     # -- proposers ------------------------------------------------------------------------
 
@@ -181,6 +183,10 @@ class _Staircase:
                 raise
             keep = self.layer.late == "partial" or proposer.stop_reason == _ANSWER_DONE
             result = stopped_result(call, proposer.progress, proposer.stop_reason, keep_text=keep)
+        except Exception as exc:  # a call failure is a result; what escapes it ends the run
+            self.fatal = exc
+            self.changed.set()
+            raise
         proposer.result = result
         self.ctx.record(result)
         self.changed.set()
@@ -207,6 +213,8 @@ class _Staircase:
 
     async def _wait_until(self, condition: Callable[[], bool]) -> None:
         while not condition():
+            if self.fatal is not None:
+                raise self.fatal
             self.changed.clear()
             await self.changed.wait()
 
@@ -245,6 +253,8 @@ class _Staircase:
                 deadline.cancel()
             self._stop(_ANSWER_DONE if finished else "the run stopped")
             await asyncio.gather(*self.tasks, return_exceptions=True)
+            if self.fatal is not None:  # even when the answer got written without that proposer
+                raise self.fatal
             results = tuple(p.result for p in self.proposers if p.result is not None)
             layer = LayerResult(self.number, results, self.layer.min_ok, tuple(self.notes))
             ctx.layers.append(layer)
