@@ -59,8 +59,14 @@ async def test_an_unparsed_grade_gives_no_preference() -> None:
 
 
 def test_an_unknown_protocol_is_a_configuration_error() -> None:
+    from moa.cli.common import JUDGE_PROTOCOLS
+    from moa.eval.judge import PROTOCOLS
+
     with pytest.raises(ConfigError, match="'ranked' is not one of: pairwise, graded"):
         _judge(by_length, "ranked")
+    assert JUDGE_PROTOCOLS == PROTOCOLS
+    result = CliRunner().invoke(app, ["eval", "alpaca_eval", "--judge-protocol", "ranked"])
+    assert result.exit_code == 2 and "'ranked' is not one of" in result.output
 
 
 def test_the_protocol_is_part_of_the_judge_s_key() -> None:

@@ -53,10 +53,13 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="A YAML mixture config file (overrides --preset)."),
 ]
+JUDGE_PROTOCOLS = ("pairwise", "graded")
+"""moa.eval.judge.PROTOCOLS, without importing the evaluation code for every command."""
 JudgeProtocolOption = Annotated[
     str,
     typer.Option(
         "--judge-protocol",
+        callback=lambda value: _one_of(value, JUDGE_PROTOCOLS, "--judge-protocol"),
         help="How the judge compares an answer with the reference: 'pairwise' (which is "
         "better, asked in both orders) or 'graded' (each graded 1-10 alone, the higher grade "
         "wins: no position to be biased by).",
@@ -71,6 +74,13 @@ CacheOnlyOption = Annotated[
         "call log imported, this shows the report reruns for free.",
     ),
 ]
+
+
+def _one_of(value: str, choices: tuple[str, ...], option: str) -> str:
+    if value not in choices:
+        message = f"{value!r} is not one of: {', '.join(choices)}"
+        raise typer.BadParameter(message, param_hint=option)
+    return value
 
 
 def choose_config(preset: str | None, config: Path | None) -> MixtureConfig:

@@ -80,8 +80,9 @@ def validate(
 ) -> None:
     """Validate a judge on the first N AlpacaEval instructions; writes judge-validation.json.
 
-    Checks, with each pair judged in both orders: the judge prefers gpt4_1106_preview's
-    reference to the weak model's answer in >= 90% of instructions in each order, and
+    Checks, with each pair judged in both orders (or, with --judge-protocol graded, each answer
+    graded alone): the judge prefers gpt4_1106_preview's reference to the weak model's
+    answer in >= 90% of instructions in each order, and
     ranks Together-MoA > Together-MoA-Lite > 50% against gpt4_1106_preview. Give the file
     to moa eval --judge-validation. Every call goes through the call cache: a rerun is
     free, an interrupted run resumes.
