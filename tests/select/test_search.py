@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -150,3 +151,32 @@ async def test_the_single_model_is_not_re_picked_on_held_out(
     assert selection.heldout_best_single is not None
     assert selection.heldout_best_single.name == "single weak"
     assert "caution: single weak scored" in selection.verdict
+
+
+@pytest.mark.parametrize("protocol", ["pairwise", "graded"])
+async def test_an_open_ended_task_is_selected_with_the_judge_s_protocol(
+    tmp_path: Path, protocol: str
+) -> None:
+    data = tmp_path / "outputs.json"  # AlpacaEval's model_outputs.json: the references
+    rows = [{"instruction": f"Item {i}: explain it", "output": "a fair answer"} for i in range(40)]
+    data.write_text(json.dumps(rows))
+    seen: list[str] = []
+
+    def reply(request: CompletionRequest) -> str:
+        prompt = request.messages[-1].content
+        if request.model == "judge":
+            seen.append("pair" if "[Response B]" in prompt else "one")
+            if "[Response B]" in prompt:  # the longer response wins
+                a, b = (prompt.split(f"[Response {x}]")[1] for x in "AB")
+                return "[[A]]" if len(a.split("[End")[0]) > len(b.split("[End")[0]) else "[[B]]"
+            answer = prompt.split("[Answer]")[1].split("[End of answer]")[0]
+            return f"Rating: [[{min(10, len(answer.split()))}]]"
+        return "a long, careful and complete answer" if request.model == "strong" else "meh"
+
+    search = SearchOptions(pool=POOL, dev=16, heldout=20, max_evals=4)
+    run = SelectRun(
+        search, "alpaca_eval", str(data), cache=None, judge="fake:judge", judge_protocol=protocol
+    )
+    selection = await run.arun(ProviderRegistry().add("fake", FunctionProvider(reply)))
+    assert selection.best_single is not None and selection.best_single.aggregator == "fake:strong"
+    assert set(seen) == {"pair" if protocol == "pairwise" else "one"}

@@ -11,7 +11,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from moa.cli.common import CacheOnlyOption, command_line, progress_bar, reporting_errors
+from moa.cli.common import (
+    CacheOnlyOption,
+    JudgeProtocolOption,
+    command_line,
+    progress_bar,
+    reporting_errors,
+)
 from moa.config import load_endpoints
 from moa.errors import ConfigError
 
@@ -151,6 +157,7 @@ def select_command(
     judge: Annotated[
         str | None, typer.Option(help="The judge model of judged tasks (alpaca_eval, mt_bench).")
     ] = None,
+    judge_protocol: JudgeProtocolOption = "pairwise",
     embeddings: Annotated[
         bool, typer.Option("--embeddings", help="Also measure semantic diversity (MiniLM).")
     ] = False,
@@ -218,6 +225,7 @@ def select_command(
                 cache=store,
                 cache_only=cache_only,
                 judge=judge,
+                judge_protocol=judge_protocol,
                 embeddings=embeddings,
                 concurrency=concurrency,
             )
@@ -233,6 +241,7 @@ def select_command(
                 cache=store,
                 cache_only=cache_only,
                 judge=judge,
+                judge_protocol=judge_protocol,
                 embeddings=embeddings,
                 concurrency=concurrency,
             )

@@ -45,11 +45,13 @@ def _registry(base: Endpoints | None, cache: Path | None, cache_only: bool) -> P
     return registry_with_cache(providers, base.local if base else None, cache, cache_only)
 
 
-def _judge(model: str | None, registry: ProviderRegistry, prompts: PromptSet) -> Judge | None:
+def _judge(
+    model: str | None, registry: ProviderRegistry, prompts: PromptSet, protocol: str
+) -> Judge | None:
     if model is None:
         return None
     system = resolve_system(model, GenerationSettings(temperature=0.0, seed=0))
-    return Judge(Mixture(system.spec, registry), prompts)
+    return Judge(Mixture(system.spec, registry), prompts, protocol)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class SelectRun:
     cache_only: bool = False
     """Answer every call from the cache; a call it lacks stops the selection."""
     judge: str | None = None
+    judge_protocol: str = "pairwise"
+    """How the judge compares (:data:`~moa.eval.judge.PROTOCOLS`)."""
     embeddings: bool = False
     concurrency: int = 1
 
@@ -82,7 +86,11 @@ class SelectRun:
         items = task.load(self.data, None)
         registry = registry or self.registry()
         prompts = PromptSet()
-        judge = _judge(self.judge, registry, prompts) if task.kind != "exact" else None
+        judge = (
+            _judge(self.judge, registry, prompts, self.judge_protocol)
+            if task.kind != "exact"
+            else None
+        )
         evaluator = Evaluator(
             task,
             registry,
@@ -232,6 +240,8 @@ class MultiSelectRun:
     cache_only: bool = False
     """Answer every call from the cache; a call it lacks stops the selection."""
     judge: str | None = None
+    judge_protocol: str = "pairwise"
+    """How the judge compares (:data:`~moa.eval.judge.PROTOCOLS`)."""
     embeddings: bool = False
     concurrency: int = 1
 
@@ -249,7 +259,7 @@ class MultiSelectRun:
         items = {task.name: task.load(data, None) for task, data in loaded}
         registry = registry or self.registry()
         prompts = PromptSet()
-        judge = _judge(self.judge, registry, prompts)
+        judge = _judge(self.judge, registry, prompts, self.judge_protocol)
         parts = {}
         for task, _ in loaded:
             evaluator = Evaluator(
