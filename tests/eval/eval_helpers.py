@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from moa.providers.cache import CachingRegistry, SQLiteCallStore
+from moa.providers.registry import register_kind
+from moa.testing import FunctionProvider
 from moa.types import CompletionRequest
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "eval"
@@ -84,11 +87,25 @@ def fake_registry(cache: str, builders: str | None = None) -> CachingRegistry:
     """
     import os
 
-    from moa.testing import FunctionProvider
-
     if builders is not None:
         Path(builders, str(os.getpid())).touch()
 
     registry = CachingRegistry(store=SQLiteCallStore(Path(cache)))
     registry.add("fake", FunctionProvider(arithmetic, name="fake"))
     return registry
+
+
+def fake_judge_config(
+    folder: Path, reply: Callable[[CompletionRequest], str], kind: str
+) -> tuple[Path, FunctionProvider]:
+    """A config file for ``--judge``: ``fake:judge``, where provider ``fake`` (of the new
+    provider kind ``kind``) answers every model with ``reply``; and that provider."""
+    provider = FunctionProvider(reply, name="fake")
+    register_kind(kind, lambda name, settings, local: provider)
+    path = folder / f"{kind}.yaml"
+    path.write_text(
+        "name: fake-judge\n"
+        f"providers:\n  fake: {{kind: {kind}}}\n"
+        'aggregator: {model: "fake:judge", temperature: 0}\n'
+    )
+    return path, provider

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from eval_helpers import FIXTURES, weak
+from eval_helpers import FIXTURES, fake_judge_config, weak
 from eval_helpers import JUDGE_DATA as DATA
 from typer.testing import CliRunner
 
@@ -99,20 +99,12 @@ def test_a_graded_validation_grades_the_reference_once_per_instruction(tmp_path:
 def test_moa_eval_judges_by_grades_and_a_pairwise_validation_does_not_cover_it(
     tmp_path: Path,
 ) -> None:
-    from moa.providers.registry import register_kind
-
     def answers(request: CompletionRequest) -> str:
         if request.model == "judge":
             return by_length(request)
         return "A long, careful and complete answer." if request.model == "good" else "meh"
 
-    provider = FunctionProvider(answers, name="fake")
-    register_kind("graded-judge-fake", lambda name, settings, local: provider)
-    config = tmp_path / "fake.yaml"
-    config.write_text(
-        "name: fake-judge\nproviders:\n  fake: {kind: graded-judge-fake}\n"
-        'aggregator: {model: "fake:judge", temperature: 0}\n'
-    )
+    config, _ = fake_judge_config(tmp_path, answers, "graded-judge-fake")
     args = ["eval", "alpaca_eval", "--data", str(FIXTURES / "alpaca_instructions.json")]
     args += ["--reference", str(FIXTURES / "alpaca_reference.json"), "--system", "fake:good"]
     args += ["--judge", str(config), "--no-baselines", "--cache", str(tmp_path / "c.sqlite")]

@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eval_helpers import JUDGE_DATA as DATA
-from eval_helpers import first, longer, weak
+from eval_helpers import fake_judge_config, first, longer, weak
 from typer.testing import CliRunner
 
 from moa.cli.main import app
 from moa.eval.judge_check import DEFAULT_WEAK, JudgeCheck, JudgeCheckOptions
 from moa.eval.judge_criteria import EarlyStop, assess, early_stop
 from moa.providers.cache import CachingRegistry, SQLiteCallStore
-from moa.providers.registry import register_kind
 from moa.testing import FunctionProvider
 from moa.types import CompletionRequest
 
@@ -124,7 +124,7 @@ def test_failures_and_unparsed_verdicts_count_against_the_judge() -> None:
     assert not result.validated
 
 
-def _weak_pair(first: str | None, second: str | None) -> dict[str, object]:
+def _weak_pair(first: str | None, second: str | None) -> dict[str, Any]:
     return {"comparison": "weak", "verdicts": [first, second]}
 
 
@@ -136,7 +136,7 @@ def test_the_weak_check_is_sealed_where_one_order_first_has_too_many_misses() ->
     # Sealed at the 61st pair, in order: what comes after it does not move the verdict.
     assert early_stop(eleventh, 100) == EarlyStop(judged=61, order=1, misses=11, allowed=10)
     # Other comparisons do not count, and 12 instructions allow a single miss.
-    other = {"comparison": "moa", "verdicts": ["output", "output"]}
+    other: dict[str, Any] = {"comparison": "moa", "verdicts": ["output", "output"]}
     assert early_stop([other] * 5 + [_weak_pair(None, "reference")], 12) is None
     assert early_stop([_weak_pair(None, "reference")] * 3, 12) == EarlyStop(2, 0, 2, 1)
 
@@ -192,15 +192,7 @@ def judge_config(tmp_path: Path) -> Path:
     def both(request: CompletionRequest) -> str:
         return weak(request) if request.model == "weak" else longer(request)
 
-    provider = FunctionProvider(both, name="fake")
-    register_kind("judge-cli-fake", lambda name, settings, local: provider)
-    path = tmp_path / "judge.yaml"
-    path.write_text(
-        "name: fake-judge\n"
-        "providers:\n  fake: {kind: judge-cli-fake}\n"
-        'aggregator: {model: "fake:judge", temperature: 0}\n'
-    )
-    return path
+    return fake_judge_config(tmp_path, both, "judge-cli-fake")[0]
 
 
 def test_the_command_writes_the_validation(tmp_path: Path, judge_config: Path) -> None:

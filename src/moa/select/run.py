@@ -41,8 +41,9 @@ T = TypeVar("T")
 
 
 def _registry(base: Endpoints | None, cache: Path | None, cache_only: bool) -> ProviderRegistry:
-    providers = dict(base.providers) if base else {}
-    return registry_with_cache(providers, base.local if base else None, cache, cache_only)
+    if base is None:
+        return registry_with_cache(None, None, cache, cache_only)
+    return registry_with_cache(base.providers, base.local, cache, cache_only)
 
 
 def _judge(
