@@ -150,6 +150,15 @@ def eval_command(
         str | None,
         typer.Option(help="Reference outputs (alpaca_eval) or reference answers (mt_bench)."),
     ] = None,
+    no_judge: Annotated[
+        bool,
+        typer.Option(
+            "--no-judge",
+            help="alpaca_eval/mt_bench: answer every item but judge none; the report compares "
+            "the systems' calls, tokens, latencies and answer lengths (--judge later reuses "
+            "the answers).",
+        ),
+    ] = False,
     judge_protocol: JudgeProtocolOption = "pairwise",
     judge_validation: Annotated[
         Path | None,
@@ -241,6 +250,7 @@ def eval_command(
             baselines=not no_baselines,
             judge=judge,
             judge_protocol=judge_protocol,
+            no_judge=no_judge,
             cache=None if no_cache else cache,
             cache_only=cache_only,
             generation=GenerationSettings(
@@ -293,13 +303,16 @@ def _warn_if_not_validated(run: Any, console: Console) -> None:
         "task_kind": run.task.kind,
         "judge": options.judge,
         "judge_key": run.judge_key(),
+        "unjudged": options.no_judge,
         "data": options.data,
         "prompts": options.prompts_dir and str(options.prompts_dir),
         "cache": options.cache and str(options.cache),
     }
     status = judge_status(info, options.judge_validation, options.out)
     if status is not None and not status.validated:
-        console.print(f"[bold yellow]{escape(status.message)}[/]")
+        console.print(
+            f"[{'bold yellow' if status.judged else 'yellow'}]{escape(status.message)}[/]"
+        )
 
 
 def _report(folder: Path, console: Console, judge_validation: Path | None = None) -> None:
@@ -312,7 +325,7 @@ def _report(folder: Path, console: Console, judge_validation: Path | None = None
     summary = write_report(folder, judge_validation)
     judge = summary.judge
     if judge is not None:
-        style = "green" if judge.validated else "bold yellow"
+        style = "green" if judge.validated else "bold yellow" if judge.judged else "yellow"
         console.print(f"[{style}]{escape(judge.message)}[/]")
         for command in judge.commands:
             console.print(f"  {escape(command)}")

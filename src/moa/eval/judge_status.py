@@ -36,10 +36,13 @@ class JudgeStatus:
     commands: tuple[str, ...] = ()
     """To validate the judge and rebuild the report (when it is not validated)."""
     file: str | None = None
+    judged: bool = True
+    """``False``: the run answered without a judge (``--no-judge``): there are no numbers
+    to trust or distrust, only answers and their costs."""
 
     def markdown(self) -> list[str]:
         label, _, reason = self.message.partition(": ")
-        if self.validated:
+        if self.validated or not self.judged:
             return [f"> **{label}:** {reason}", ""]
         lines = [
             f"> **{label}:** {reason} The open-ended numbers below (win rates, ratings) come from "
@@ -57,6 +60,7 @@ class JudgeStatus:
             "message": self.message,
             "commands": list(self.commands),
             "file": self.file,
+            "judged": self.judged,
         }
 
 
@@ -64,7 +68,18 @@ def judge_status(
     info: Mapping[str, Any], validation: str | Path | None, out: Path
 ) -> JudgeStatus | None:
     """The judge's status for the run ``info`` (its ``run.json``); ``None``: not judged."""
-    if info.get("task_kind") not in _JUDGED or not info.get("judge"):
+    if info.get("task_kind") not in _JUDGED:
+        return None
+    if info.get("unjudged"):
+        return JudgeStatus(
+            False,
+            "not judged: this run was answered with --no-judge, so it has each system's "
+            "answers, calls, tokens and latencies, and no win rate or grade. The same command "
+            "with --judge MODEL instead of --no-judge judges them (the answers come from the "
+            "call cache); validate that judge first (moa judge validate).",
+            judged=False,
+        )
+    if not info.get("judge"):
         return None
     commands = _commands(info, out)
     if validation is None:

@@ -127,7 +127,11 @@ def render_markdown(
     lines.append("")
     if judge is not None:
         lines += judge.markdown()
-    lines += ["## Results" + ("" if judge is None or judge.validated else " (judge not validated)")]
+    unjudged = bool(info.get("unjudged"))
+    if judge is None or judge.validated:
+        lines.append("## Results")
+    else:
+        lines.append("## Results" + (" (not judged)" if unjudged else " (judge not validated)"))
     lines.append("")
     if summary.finished:
         lines.append(
@@ -142,13 +146,17 @@ def render_markdown(
             + "."
         )
         lines.append("")
-    header = ["system", "composition", "n", f"{title} (95% CI)", "Δ vs best single (95% CI)"]
+    header = ["system", "composition", "n"]
+    if not unjudged:
+        header += [f"{title} (95% CI)", "Δ vs best single (95% CI)"]
     if kind == "exact":
         header += ["majority vote %", "oracle %"]
     if kind == "code":
         header += ["oracle %"]
-    if kind == "pairwise":
+    if kind == "pairwise" and not unjudged:
         header += ["win rate ± SE", "LC win rate ± SE"]
+    if kind in ("pairwise", "graded"):
+        header += ["answer chars/item"]
     header += [
         "calls/item",
         "tokens/item (prompt + completion)",
@@ -161,15 +169,17 @@ def render_markdown(
             f"**{system.name}**" if system.name == summary.best_single else system.name,
             _composition(system),
             str(system.n) + (f" ({system.errors} failed)" if system.errors else ""),
-            _ci(system.score, digits),
-            _signed(system.versus_best, digits),
         ]
+        if not unjudged:
+            row += [_ci(system.score, digits), _signed(system.versus_best, digits)]
         if kind == "exact":
             row += [_ci(system.vote), _ci(system.oracle)]
         if kind == "code":
             row += [_ci(system.oracle)]
-        if kind == "pairwise":
+        if kind == "pairwise" and not unjudged:
             row += [_pm(system.win_rate), _pm(system.lc_win_rate)]
+        if kind in ("pairwise", "graded"):
+            row += [_num(system.output_chars, 0)]
         row += [
             _num(system.calls),
             f"{_num(system.prompt_tokens, 0)} + {_num(system.completion_tokens, 0)}",
@@ -308,33 +318,41 @@ def _notes(summary: RunSummary) -> list[str]:
             "- Oracle: the item counts when the code of any call of the system (any proposer "
             "or the aggregator) passed, an upper bound for a perfect aggregator."
         )
-    if kind == "pairwise":
+    unjudged = bool(summary.info.get("unjudged"))
+    if unjudged:
+        lines.append(
+            "- Not judged (--no-judge): the systems answered every item and nothing scored the "
+            "answers, so the table compares what they cost, not how good they are. Answer "
+            "chars: the mean length of the final answer."
+        )
+    elif kind == "pairwise":
         lines.append(
             "- Each output is judged against the reference twice, in both orders; a split "
             "counts half. LC: logistic regression of the preference on the (squashed) length "
             "difference, reported at zero difference."
         )
-    if kind == "graded":
+    elif kind == "graded":
         lines.append(
             "- The judge rates each turn 1-10; math, reasoning and coding use the reference answer."
         )
-    lines.append(
-        "- Δ vs best single, and the paired comparisons: difference on the items both systems "
-        "finished, bootstrap 95% interval"
-        + (
-            "; McNemar's exact test asks whether the items only one of the two got right "
-            "split more unevenly than chance."
-            if summary.kind in ("exact", "code")
-            else "."
+    if not unjudged:
+        lines.append(
+            "- Δ vs best single, and the paired comparisons: difference on the items both "
+            "systems finished, bootstrap 95% interval"
+            + (
+                "; McNemar's exact test asks whether the items only one of the two got right "
+                "split more unevenly than chance."
+                if summary.kind in ("exact", "code")
+                else "."
+            )
         )
-    )
     lines.append(
         "- Tokens, calls and latency are per item and count every call of the system "
         "(judge calls excluded). Latency of items whose calls came from the call cache is "
         "rebuilt from the original call durations along the critical path."
     )
     failed = [s for s in summary.systems if s.errors]
-    if failed:
+    if failed and not unjudged:
         lines.append(
             "- Failed items count as wrong: "
             + ", ".join(f"{s.name} {s.errors}" for s in failed)
@@ -353,17 +371,21 @@ def write_plots(summary: RunSummary, folder: Path) -> list[Path]:
         from matplotlib.figure import Figure
     except ImportError:
         return []
-    systems = [s for s in summary.systems if s.score is not None]
-    if not systems:
-        return []
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, draw in (
+    plots = [
         ("scores", _plot_scores),
         ("tokens_latency", _plot_costs),
         ("quality_vs_cost", _plot_quality_vs_cost),
         ("quality_vs_latency", _plot_quality_vs_latency),
-    ):
+    ]
+    systems = [s for s in summary.systems if s.score is not None]
+    if summary.info.get("unjudged"):  # costs only
+        plots = plots[1:2]
+        systems = [s for s in summary.systems if not math.isnan(s.calls)]
+    if not systems:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, draw in plots:
         figure = Figure(figsize=(8, 0.5 * len(systems) + 2.5) if name == "scores" else (8, 5))
         FigureCanvasAgg(figure)
         draw(figure, systems, summary)

@@ -76,6 +76,9 @@ class EvalOptions:
     judge: str | None = None
     judge_protocol: str = "pairwise"
     """How the judge compares (:data:`~moa.eval.judge.PROTOCOLS`)."""
+    no_judge: bool = False
+    """A judged task (``alpaca_eval``, ``mt_bench``) is answered but not judged: the report
+    has each system's answers, calls, tokens and latencies, and no win rate or grade."""
     cache: Path | None = DEFAULT_CACHE
     """The call cache file; ``None`` turns caching off."""
     cache_only: bool = False
@@ -200,7 +203,10 @@ class EvalRun:
         self.systems: list[System] = [
             s.with_timeout(options.timeout) for s in unique([*user, *baselines])
         ]
-        self.self_moa_wanted = options.baselines and any(s.single for s in self.systems)
+        self.self_moa_wanted = (
+            options.baselines and not options.no_judge and any(s.single for s in self.systems)
+        )
+        """Self-MoA follows the best single model, so it needs scores to pick one."""
         self._self_moa_added = False
         self.self_moa_of: str | None = None
         """The single model the automatic Self-MoA samples (chosen after the first block)."""
@@ -237,14 +243,25 @@ class EvalRun:
         )
 
     def _judge_config(self) -> list[MixtureConfig]:
+        options = self.options
         if self.task.kind in ("exact", "code"):
+            if options.no_judge:
+                raise ConfigError(f"--no-judge: task {self.task.name!r} is scored without a judge")
             return []
-        if self.options.judge is None:
+        if options.no_judge:
+            if options.judge is not None or options.judge_validation is not None:
+                raise ConfigError(
+                    "--no-judge leaves the answers unjudged: drop --judge and "
+                    "--judge-validation, or --no-judge"
+                )
+            return []
+        if options.judge is None:
             raise ConfigError(
                 f"task {self.task.name!r} needs a judge: give --judge with a model id "
-                "(e.g. openai:gpt-4o), a preset or a config file"
+                "(e.g. openai:gpt-4o), a preset or a config file; or --no-judge for the "
+                "answers and their costs alone"
             )
-        judge = judge_system(self.options.judge)
+        judge = judge_system(options.judge)
         return [judge.config] if judge.config is not None else []
 
     def _judge(self) -> MixtureSpec | None:
@@ -433,6 +450,7 @@ class EvalRun:
             "judge_key": self.judge_key(),
             "judge_protocol": self.options.judge_protocol if self.judge is not None else None,
             "judge_validation": self.options.judge_validation,
+            "unjudged": self.options.no_judge,
             "prompts": None if self.options.prompts_dir is None else str(self.options.prompts_dir),
             "self_moa_of": self.self_moa_of,
             "cache": None if self.options.cache is None else str(self.options.cache),

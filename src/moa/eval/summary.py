@@ -5,7 +5,8 @@ or not; reported in percent); a pairwise item
 is the preference over the reference (1 win, 0.5 split, 0 loss; percent); a
 graded item is the judge's mean rating of its turns (1–10). An item on which
 the system failed counts as the worst score; an item the judge left unrated is
-left out and counted as ``unjudged``.
+left out and counted as ``unjudged``, and so is every item of a judged task run
+without a judge (``unjudged`` in ``run.json``): such a run has costs, no scores.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class SystemSummary:
     latency_p50: float = math.nan
     latency_p95: float = math.nan
     ttft_p50: float = math.nan
+    output_chars: float = math.nan
+    """Mean length of the final answer in characters (judged tasks)."""
     replayed: int = 0
     agents: list[AgentSummary] = field(default_factory=list)
 
@@ -176,7 +179,9 @@ def _rescored(record: dict[str, Any]) -> dict[str, Any]:
     return copy
 
 
-def _item_score(record: dict[str, Any], kind: str) -> float | None:
+def _item_score(record: dict[str, Any], kind: str, scored: bool = True) -> float | None:
+    if not scored:
+        return None
     if record.get("error"):
         return _WORST[kind]
     score = record.get("score")
@@ -191,6 +196,7 @@ def summarize(info: dict[str, Any], records: Sequence[dict[str, Any]]) -> RunSum
     ``RunSummary.finished`` keeps each system's score over all of its own items.
     """
     kind = str(info.get("task_kind", "exact"))
+    scored = not info.get("unjudged")
     scale = "rating" if kind == "graded" else "percent"
     factor = 1.0 if scale == "rating" else 100.0
     wanted = set(info.get("item_ids", []))
@@ -207,7 +213,7 @@ def summarize(info: dict[str, Any], records: Sequence[dict[str, Any]]) -> RunSum
     if common and any(items != common for items in item_sets):
         for system in systems:
             everything = SystemSummary(system["name"], system["origin"], system["single"], system)
-            _fill(everything, list(by_key.get(system["key"], {}).values()), kind, factor)
+            _fill(everything, list(by_key.get(system["key"], {}).values()), kind, factor, scored)
             finished[system["name"]] = everything.score
         by_key = defaultdict(
             dict, {k: {i: r for i, r in v.items() if i in common} for k, v in by_key.items()}
@@ -217,7 +223,9 @@ def summarize(info: dict[str, Any], records: Sequence[dict[str, Any]]) -> RunSum
     for system in systems:
         items = by_key.get(system["key"], {})
         summary = SystemSummary(system["name"], system["origin"], system["single"], system)
-        scores_by_system[system["name"]] = _fill(summary, list(items.values()), kind, factor)
+        scores_by_system[system["name"]] = _fill(
+            summary, list(items.values()), kind, factor, scored
+        )
         summaries.append(summary)
     run = RunSummary(info, summaries, scale, finished=finished)
     _compare(run, scores_by_system, factor, kind, by_key, info)
@@ -225,13 +233,17 @@ def summarize(info: dict[str, Any], records: Sequence[dict[str, Any]]) -> RunSum
 
 
 def _fill(
-    summary: SystemSummary, records: list[dict[str, Any]], kind: str, factor: float
+    summary: SystemSummary,
+    records: list[dict[str, Any]],
+    kind: str,
+    factor: float,
+    scored: bool = True,
 ) -> dict[str, float]:
     summary.n = len(records)
     summary.errors = sum(1 for r in records if r.get("error"))
     scores: dict[str, float] = {}
     for record in records:
-        value = _item_score(record, kind)
+        value = _item_score(record, kind, scored)
         if value is None:
             summary.unjudged += 1
         else:
@@ -249,7 +261,7 @@ def _fill(
     if kind in ("graded", "pairwise"):
         per_category: dict[str, list[float]] = defaultdict(list)
         for record in records:
-            value = _item_score(record, kind)
+            value = _item_score(record, kind, scored)
             if value is not None:
                 per_category[str(record.get("category") or record.get("dataset") or "")].append(
                     value
@@ -320,6 +332,9 @@ def _costs(summary: SystemSummary, records: list[dict[str, Any]]) -> None:
     ttfts = [float(r["ttft_s"]) for r in records if r.get("ttft_s") is not None]
     summary.ttft_p50 = percentile(ttfts, 50)
     summary.replayed = sum(1 for r in records if r.get("latency_source") == "replayed")
+    chars = [float(r["output_chars"]) for r in records if r.get("output_chars") is not None]
+    if chars:
+        summary.output_chars = sum(chars) / len(chars)
 
 
 def _compare(
@@ -332,6 +347,8 @@ def _compare(
 ) -> None:
     """Best single model, every system against it on shared items, and the cross-system oracle."""
     finished = [set(s) for s in scores.values()]
+    if info.get("unjudged"):  # no scores: an item is finished once it is answered
+        finished = [set(by_key.get(s["key"], {})) for s in info.get("systems", [])]
     common = set.intersection(*finished) if finished else set()
     run.common_items = len(common)
     singles = [s for s in run.systems if s.single and s.score is not None]

@@ -171,8 +171,13 @@ class EvalWorker:
             score_exact_record(record)
         elif self.task.kind == "code":
             await score_code_record(record, item)
+        elif self.judge is None:  # a judged task run with --no-judge: the answers alone
+            record.update(score=None, output_chars=len(output))
+            if self.task.kind == "pairwise":
+                record.update(
+                    reference_chars=len(item.references[0]), dataset=item.meta.get("dataset", "")
+                )
         elif self.task.kind == "pairwise":
-            assert self.judge is not None
             verdict = await self.judge.pairwise(item.turns[0], output, item.references[0])
             record.update(
                 score=verdict.preference,
@@ -182,7 +187,6 @@ class EvalWorker:
                 dataset=item.meta.get("dataset", ""),
             )
         else:
-            assert self.judge is not None
             grade = await self.judge.grade(item, [r.output for r in results])
             record.update(score=grade.score, judge=grade.to_dict())
 
