@@ -243,5 +243,46 @@ def test_cache_only_with_no_cache_is_refused(tmp_path: Path, config: Path) -> No
     assert code == 2 and "leave out --no-cache" in err
 
 
+def test_record_calls_writes_the_calls_the_run_used(
+    tmp_path: Path, config: Path, provider: FunctionProvider
+) -> None:
+    log = tmp_path / "run.jsonl.gz"
+    record = ("--no-baselines", "--record-calls", str(log))
+    code, err = _eval(tmp_path, config, "--limit", "2", *record)
+    assert code == 0, err
+    assert len(provider.calls) == 6  # 2 items x 3 calls
+    assert f"call log {log}: 6 calls used by this run, 6 in all" in err
+    # Resumed with one more item: the two done make no call, and the log keeps theirs.
+    code, err = _eval(tmp_path, config, "--limit", "3", *record)
+    assert code == 0, err
+    assert f"call log {log}: 3 calls used by this run, 9 in all" in err
+    fresh = tmp_path / "fresh.sqlite"
+    assert runner.invoke(app, ["cache", "import", str(log), "--cache", str(fresh)]).exit_code == 0
+    args = ["eval", "gsm8k", "--data", str(FIXTURES / "gsm8k_mini.jsonl"), "--system", str(config)]
+    args += ["--out", str(tmp_path / "replay"), "--cache", str(fresh), "--cache-only"]
+    result = runner.invoke(app, [*args, "--limit", "3", "--no-baselines"])
+    assert result.exit_code == 0, result.stderr
+    assert _scores(tmp_path / "replay") == _scores(tmp_path / "out")
+    # A run stopped by an error still writes what it used until then.
+    other = tmp_path / "other.jsonl"
+    result = runner.invoke(
+        app, [*args, "--limit", "4", "--no-baselines", "--record-calls", str(other)]
+    )
+    assert result.exit_code == 2 and "--cache-only forbids" in result.stderr
+    assert f"call log {other}: 0 calls used by this run, 0 in all" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(("--no-cache",), "leave out --no-cache"), (("--engine", "ray"), "leave out --engine ray")],
+)
+def test_record_calls_refuses_what_it_cannot_see(
+    tmp_path: Path, config: Path, extra: tuple[str, ...], message: str
+) -> None:
+    code, err = _eval(tmp_path, config, "--record-calls", str(tmp_path / "l.jsonl"), *extra)
+    assert code == 2 and message in " ".join(err.split())  # as rich wrapped it
+    assert not (tmp_path / "l.jsonl").exists()
+
+
 def _scores(out: Path) -> list[object]:
     return [json.loads(line)["score"] for line in (out / "items.jsonl").read_text().splitlines()]

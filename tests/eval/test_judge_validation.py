@@ -16,6 +16,7 @@ from moa.cli.main import app
 from moa.eval.judge_check import DEFAULT_WEAK, JudgeCheck, JudgeCheckOptions
 from moa.eval.judge_criteria import EarlyStop, assess, early_stop
 from moa.providers.cache import CachingRegistry, SQLiteCallStore
+from moa.providers.cache_file import read_calls
 from moa.testing import FunctionProvider
 from moa.types import CompletionRequest
 
@@ -213,6 +214,16 @@ def test_the_command_writes_the_validation(tmp_path: Path, judge_config: Path) -
     empty = [*args, "--out", str(tmp_path / "e"), "--cache", str(tmp_path / "e.sqlite")]
     missing = runner.invoke(app, [*empty, "--cache-only"])
     assert missing.exit_code == 2 and "--cache-only forbids calling any model" in missing.stderr
+    # The calls a run used, as a call log: enough to replay it in a cache of its own.
+    log = tmp_path / "v.jsonl.gz"
+    recorded = runner.invoke(app, [*args, "--out", str(tmp_path / "l"), "--record-calls", str(log)])
+    assert recorded.exit_code == 0
+    total = len(read_calls(log))
+    assert f"call log {log}: {total} calls used by this run, {total} in all" in recorded.stderr
+    fresh = ["--cache", str(tmp_path / "fresh.sqlite")]
+    assert runner.invoke(app, ["cache", "import", str(log), *fresh]).exit_code == 0
+    replay = runner.invoke(app, [*args, "--out", str(tmp_path / "f"), *fresh, "--cache-only"])
+    assert replay.exit_code == 0, replay.stderr
 
 
 def test_the_command_fails_for_a_judge_that_fails(tmp_path: Path, judge_config: Path) -> None:

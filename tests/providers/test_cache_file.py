@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from moa import Mixture, MixtureSpec
 from moa.cli.main import app
-from moa.errors import ConfigError
-from moa.providers.cache import CachedCall, CachingRegistry, SQLiteCallStore
-from moa.providers.cache_file import export_calls, import_calls
+from moa.errors import CacheMissError, ConfigError
+from moa.providers.cache import CachedCall, CachingRegistry, SQLiteCallStore, recording_calls
+from moa.providers.cache_file import export_calls, import_calls, read_calls, write_recording
 from moa.testing import FakeProvider
 from moa.types import Usage
 
@@ -166,3 +166,34 @@ def test_the_cache_its_journal_and_an_exported_log_are_private(tmp_path: Path) -
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == dict.fromkeys(
         (p.name for p in files), 0o600
     )
+
+
+def test_a_recording_holds_exactly_the_calls_a_run_used(tmp_path: Path) -> None:
+    store = SQLiteCallStore(tmp_path / "calls.sqlite")
+    _run(store)  # three calls of another run, in the same cache
+    other = MixtureSpec.model_validate(
+        {"layers": [[{"model": "fake:a", "seed": 1}]], "aggregator": {"model": "fake:c"}}
+    )
+    fake = FakeProvider(replies={"a": "4", "c": "Four."})
+    with recording_calls() as recording:
+        result = Mixture(other, CachingRegistry(store=store).add("fake", fake)).run("2+2?")
+    assert result.output == "Four."
+    assert [c.model for c in fake.calls] == ["c"]  # "a" came from the cache
+    assert len(recording) == 2  # the answered call and the stored one
+    assert write_recording(recording, tmp_path / "run.jsonl.gz") == 2
+    elsewhere = SQLiteCallStore(tmp_path / "elsewhere.sqlite")
+    import_calls(elsewhere, tmp_path / "run.jsonl.gz")
+    replay = CachingRegistry(store=elsewhere, cache_only=True).add("fake", FakeProvider())
+    assert Mixture(other, replay).run("2+2?").output == "Four."
+    with pytest.raises(CacheMissError):  # the other run's aggregator is not in this log
+        Mixture(SPEC, replay).run("2+2?")
+
+
+def test_calls_outside_a_recording_are_not_noted(tmp_path: Path) -> None:
+    store = SQLiteCallStore(tmp_path / "calls.sqlite")
+    with recording_calls() as recording:
+        pass
+    _run(store)
+    assert len(recording) == 0
+    assert write_recording(recording, tmp_path / "none.jsonl") == 0
+    assert read_calls(tmp_path / "none.jsonl") == []

@@ -46,11 +46,25 @@ def test_select_writes_a_runnable_config_and_a_report(
     calls = len(provider.calls)
     replay = tmp_path / "replay"
     args[args.index(str(out))] = str(replay)
-    result = runner.invoke(app, [*args, "--cache-only"])
+    log = tmp_path / "select.jsonl"
+    result = runner.invoke(app, [*args, "--cache-only", "--record-calls", str(log)])
     assert result.exit_code == 0, result.output
     assert len(provider.calls) == calls
     chosen = [json.loads((o / "select.json").read_text())["recommended"] for o in (out, replay)]
     assert chosen[0] == chosen[1]
+    # What the replay used is a call log that replays the selection in a cache of its own.
+    total = len(log.read_text().splitlines()) - 1
+    assert f"{total} calls used by this run, {total} in all" in result.stderr
+    fresh = tmp_path / "fresh.sqlite"
+    assert runner.invoke(app, ["cache", "import", str(log), "--cache", str(fresh)]).exit_code == 0
+    args[args.index(str(tmp_path / "c.sqlite"))] = str(fresh)
+    args[args.index(str(replay))] = str(tmp_path / "fresh-out")
+    result = runner.invoke(app, [*args, "--cache-only"])
+    assert result.exit_code == 0, result.output
+    assert (
+        json.loads((tmp_path / "fresh-out" / "select.json").read_text())["recommended"]
+        == (chosen[0])
+    )
 
 
 def test_select_reports_bad_input_in_one_line(gsm8k: Path, tmp_path: Path) -> None:

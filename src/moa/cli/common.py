@@ -34,10 +34,12 @@ __all__ = [
     "RayActorCpus",
     "RayActors",
     "RayAddress",
+    "RecordCallsOption",
     "choose_config",
     "command_line",
     "err_console",
     "progress_bar",
+    "recorded_calls",
     "reporting_errors",
     "unwrap_help",
 ]
@@ -74,6 +76,42 @@ CacheOnlyOption = Annotated[
         "call log imported, this shows the report reruns for free.",
     ),
 ]
+
+
+RecordCallsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--record-calls",
+        help="Add every call this command used, answered by the call cache or made and "
+        "stored, to this call log (.jsonl or .jsonl.gz; 'moa cache import' reads it), also "
+        "when it is interrupted; a resumed run given the same file keeps the earlier calls.",
+    ),
+]
+
+
+@contextmanager
+def recorded_calls(path: Path | None, console: Console, *, no_cache: bool) -> Iterator[None]:
+    """Run the block noting the calls that go through the call cache; write them to ``path``."""
+    if path is None:
+        yield
+        return
+    if no_cache:
+        raise ConfigError(
+            "--record-calls writes the calls that go through the call cache: leave out --no-cache"
+        )
+    from moa.providers.cache import recording_calls
+    from moa.providers.cache_file import write_recording
+
+    with recording_calls() as recording:
+        try:
+            yield
+        finally:
+            total = write_recording(recording, path)
+            console.print(
+                f"call log {escape(str(path))}: {len(recording)} calls used by this run, "
+                f"{total} in all",
+                soft_wrap=True,
+            )
 
 
 def _one_of(value: str, choices: tuple[str, ...], option: str) -> str:

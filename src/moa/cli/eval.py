@@ -16,9 +16,11 @@ from moa.cli.common import (
     RayActorCpus,
     RayActors,
     RayAddress,
+    RecordCallsOption,
     command_line,
     engine_choice,
     progress_bar,
+    recorded_calls,
     reporting_errors,
 )
 from moa.cli.recording import LogContentOption, content_policy
@@ -176,6 +178,7 @@ def eval_command(
     ] = DEFAULT_CACHE,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Call every model anew.")] = False,
     cache_only: CacheOnlyOption = False,
+    record_calls: RecordCallsOption = None,
     max_tokens: Annotated[
         int, typer.Option(min=1, help="max_tokens of single models and Self-MoA.")
     ] = 512,
@@ -227,6 +230,15 @@ def eval_command(
         policy = content_policy(log_content)
 
         chosen = engine_choice(engine)
+        if record_calls is not None and chosen == "ray":
+            raise ConfigError(
+                "--record-calls sees the calls of this process only: leave out --engine ray"
+            )
+        if record_calls is not None and no_cache:
+            raise ConfigError(
+                "--record-calls writes the calls that go through the call cache: "
+                "leave out --no-cache"
+            )
 
         if data is None:
             default = get_task(task).default_data
@@ -283,7 +295,8 @@ def eval_command(
         _warn_if_not_validated(run, console)
         observer = _ProgressObserver(console)
         try:
-            run.run(observer)
+            with recorded_calls(record_calls, console, no_cache=no_cache):
+                run.run(observer)
         except KeyboardInterrupt:
             observer.stop()
             console.print("[yellow]interrupted[/]: finished items are kept; rerun to resume")

@@ -12,8 +12,10 @@ from rich.markup import escape
 from moa.cli.common import (
     CacheOnlyOption,
     JudgeProtocolOption,
+    RecordCallsOption,
     command_line,
     progress_bar,
+    recorded_calls,
     reporting_errors,
 )
 from moa.providers.cache import DEFAULT_CACHE
@@ -65,6 +67,7 @@ def validate(
     ] = DEFAULT_CACHE,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Call every model anew.")] = False,
     cache_only: CacheOnlyOption = False,
+    record_calls: RecordCallsOption = None,
     timeout: Annotated[
         float | None, typer.Option(min=1.0, help="Seconds one call may take (slow CPUs).")
     ] = None,
@@ -116,7 +119,10 @@ def validate(
                 else "each judged in both orders"
             )
         )
-        with _Progress(console) as progress:
+        with (
+            recorded_calls(record_calls, console, no_cache=no_cache),
+            _Progress(console) as progress,
+        ):
             document = check.run(progress)
     _summary(document, out, console)
     if not document["validated"]:

@@ -14,8 +14,10 @@ from rich.markup import escape
 from moa.cli.common import (
     CacheOnlyOption,
     JudgeProtocolOption,
+    RecordCallsOption,
     command_line,
     progress_bar,
+    recorded_calls,
     reporting_errors,
 )
 from moa.config import load_endpoints
@@ -166,6 +168,7 @@ def select_command(
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not cache calls.")] = False,
     cache_only: CacheOnlyOption = False,
+    record_calls: RecordCallsOption = None,
     concurrency: Annotated[int, typer.Option(help="Items answered at once.", min=1)] = 1,
 ) -> None:
     """Measure each model, search mixtures under a budget, and recommend one (or a single model).
@@ -229,7 +232,10 @@ def select_command(
                 embeddings=embeddings,
                 concurrency=concurrency,
             )
-            with _ItemProgress(console) as progress:
+            with (
+                recorded_calls(record_calls, console, no_cache=no_cache),
+                _ItemProgress(console) as progress,
+            ):
                 selection = asyncio.run(run.arun(log=log, progress=progress))
             paths = write_outputs(selection, run, out, command=command)
             verdict = selection.verdict
@@ -245,7 +251,10 @@ def select_command(
                 embeddings=embeddings,
                 concurrency=concurrency,
             )
-            with _ItemProgress(console) as progress:
+            with (
+                recorded_calls(record_calls, console, no_cache=no_cache),
+                _ItemProgress(console) as progress,
+            ):
                 chosen = asyncio.run(joint.arun(log=log, progress=progress))
             paths = write_multi_outputs(chosen, joint, out, command=command)
             verdict = chosen.verdict

@@ -18,6 +18,10 @@ never are. Identical calls running at the same time are made once.
 any other raises :class:`~moa.errors.CacheMissError`, which ends the run, and
 no model is ever called, so none needs to be installed and no key needs to be
 valid. That is how a committed call log is shown to rerun a report for free.
+
+``recording_calls()`` notes the key of every call made inside it that goes
+through a cache, answered or filled, so that a run can write exactly the calls
+it used as a call log (``--record-calls``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import time
 from collections.abc import AsyncIterator, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +54,10 @@ __all__ = [
     "CachedCall",
     "CachedProvider",
     "CachingRegistry",
+    "CallRecording",
     "SQLiteCallStore",
     "cache_key",
+    "recording_calls",
     "recording_hits",
     "registry_with_cache",
 ]
@@ -118,6 +124,40 @@ def recording_hits() -> Iterator[list[CacheHit]]:
         yield hits
     finally:
         _HITS.reset(token)
+
+
+@dataclass
+class CallRecording:
+    """The keys of the calls a run used, per cache file (see :func:`recording_calls`)."""
+
+    keys: dict[Path, set[str]] = field(default_factory=dict)
+
+    def add(self, store: SQLiteCallStore, key: str) -> None:
+        self.keys.setdefault(store.path, set()).add(key)
+
+    def __len__(self) -> int:
+        return sum(len(keys) for keys in self.keys.values())
+
+
+_RECORDING: ContextVar[CallRecording | None] = ContextVar("moa_call_recording", default=None)
+
+
+@contextmanager
+def recording_calls() -> Iterator[CallRecording]:
+    """Note every call made inside the block (and its tasks) that goes through a call cache:
+    the ones it answered and the ones it stored."""
+    recording = CallRecording()
+    token = _RECORDING.set(recording)
+    try:
+        yield recording
+    finally:
+        _RECORDING.reset(token)
+
+
+def _note(store: SQLiteCallStore, key: str) -> None:
+    recording = _RECORDING.get()
+    if recording is not None:
+        recording.add(store, key)
 
 
 def cache_key(provider: str, request: CompletionRequest) -> str:
@@ -239,8 +279,11 @@ class SQLiteCallStore:
             f"{provider}:{model}": (int(n), int(tokens)) for provider, model, n, tokens in found
         }
 
-    def rows(self, models: Sequence[str] = ()) -> list[dict[str, Any]]:
-        """Every stored call as a row (oldest first); ``models`` keeps ids ``provider:model``."""
+    def rows(
+        self, models: Sequence[str] = (), keys: Iterable[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every stored call as a row (oldest first); ``models`` keeps ids ``provider:model``,
+        ``keys`` (when given) the calls with these keys."""
         with self._lock:
             found = (
                 self._connection()
@@ -249,7 +292,13 @@ class SQLiteCallStore:
             )
         rows = [dict(zip(ROW_FIELDS, row, strict=True)) for row in found]
         wanted = set(models)
-        return [r for r in rows if not wanted or f"{r['provider']}:{r['model']}" in wanted]
+        chosen = None if keys is None else set(keys)
+        return [
+            r
+            for r in rows
+            if (not wanted or f"{r['provider']}:{r['model']}" in wanted)
+            and (chosen is None or r["key"] in chosen)
+        ]
 
     def add_rows(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Store rows made by :meth:`rows` whose keys are not here yet; returns how many."""
@@ -314,6 +363,7 @@ class CachedProvider(Provider):
                 completion.text, completion.usage, completion.finish_reason, latency, None
             )
             self.store.put(key, self.name, request.model, call)
+            _note(self.store, key)
             return completion
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[CompletionChunk]:
@@ -338,6 +388,7 @@ class CachedProvider(Provider):
             latency = time.perf_counter() - started
             call = CachedCall("".join(parts), usage, finish, latency, first)
             self.store.put(key, self.name, request.model, call)
+            _note(self.store, key)
 
     async def _lookup(self, key: str, request: CompletionRequest) -> CachedCall | None:
         # An identical call in flight will fill the cache: wait for it instead of repeating it.
@@ -346,6 +397,7 @@ class CachedProvider(Provider):
         cached = self.store.get(key)
         if cached is not None:
             self.hits += 1
+            _note(self.store, key)
             hits = _HITS.get()
             if hits is not None:
                 hits.append(

@@ -13,16 +13,16 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 from moa.errors import ConfigError
 from moa.files import private_file
-from moa.providers.cache import KEY_VERSION, ROW_FIELDS, SQLiteCallStore
+from moa.providers.cache import KEY_VERSION, ROW_FIELDS, CallRecording, SQLiteCallStore
 
-__all__ = ["export_calls", "import_calls", "read_calls"]
+__all__ = ["export_calls", "import_calls", "read_calls", "write_recording"]
 
 FORMAT = "moa-call-log"
 FORMAT_VERSION = 1
@@ -57,15 +57,39 @@ def export_calls(
     are left out, so a report's log can carry only the calls its run added to those of
     earlier reports. A call whose key is there with another answer (the same request
     decoded again, e.g. in another batch) is kept: it is what this run saw."""
-    target = Path(path).expanduser()
     known = {(row["key"], row["text"]) for log in excluding for row in read_calls(log)}
     rows = [row for row in store.rows(models) if (row["key"], row["text"]) not in known]
-    with _open(private_file(target), "w") as out:
+    return _write(path, rows)
+
+
+def write_recording(recording: CallRecording, path: str | Path) -> int:
+    """Add the calls ``recording`` noted (``recording_calls``) to the call log ``path``.
+
+    A log already there keeps its calls, so a run resumed with the same log (whose finished
+    items make no call) ends with every call of every session. A call noted again replaces
+    its row: it is what the cache held for this run. Returns the calls in the log."""
+    target = Path(path).expanduser()
+    rows: dict[str, Mapping[str, Any]] = {}
+    if target.exists():
+        rows = {row["key"]: row for row in read_calls(target)}
+    for cache, keys in recording.keys.items():
+        store = SQLiteCallStore(cache)
+        try:
+            rows.update((row["key"], row) for row in store.rows(keys=keys))
+        finally:
+            store.close()
+    return _write(target, rows.values())
+
+
+def _write(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
+    count = 0
+    with _open(private_file(Path(path).expanduser()), "w") as out:
         header = {"format": FORMAT, "version": FORMAT_VERSION, "key_version": KEY_VERSION}
         out.write(json.dumps(header) + "\n")
         for row in rows:
             out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-    return len(rows)
+            count += 1
+    return count
 
 
 def import_calls(store: SQLiteCallStore, path: str | Path) -> tuple[int, int]:
