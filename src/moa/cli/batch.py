@@ -27,6 +27,7 @@ from moa.cli.common import (
     choose_config,
     engine_choice,
     reporting_errors,
+    stopping_on_sigterm,
 )
 from moa.config import MixtureConfig
 from moa.engine.spec import AgentSpec
@@ -167,7 +168,8 @@ def batch_command(
         )
         progress = _BatchProgress(console)
         try:
-            summary = run_batch(options, factory, runner, progress)
+            with stopping_on_sigterm():
+                summary = run_batch(options, factory, runner, progress)
         except KeyboardInterrupt:
             progress.stop()
             console.print("[yellow]interrupted[/]: finished requests are kept; rerun to resume")

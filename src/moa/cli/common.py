@@ -5,7 +5,9 @@ from __future__ import annotations
 import inspect
 import os
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +43,7 @@ __all__ = [
     "progress_bar",
     "recorded_calls",
     "reporting_errors",
+    "stopping_on_sigterm",
     "unwrap_help",
 ]
 
@@ -142,6 +145,32 @@ def reporting_errors() -> Iterator[None]:
     except KeyboardInterrupt as exc:
         err_console.print("[yellow]interrupted[/]")
         raise typer.Exit(130) from exc
+
+
+@contextmanager
+def stopping_on_sigterm() -> Iterator[None]:
+    """Inside the block, SIGTERM (``kill``, ``timeout``, a job scheduler) stops the command the
+    way Ctrl-C does, so a long run keeps its finished work and writes what it writes when
+    interrupted (a report, a call log). Outside the main thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        # Whatever handles Ctrl-C now (asyncio.run's own handler cancels the running task
+        # first); a shell that started the command in the background may ignore SIGINT, and
+        # then the interrupt is raised here.
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)  # type: ignore[arg-type]
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def read_prompt(prompt: str) -> str:

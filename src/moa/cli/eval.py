@@ -22,6 +22,7 @@ from moa.cli.common import (
     progress_bar,
     recorded_calls,
     reporting_errors,
+    stopping_on_sigterm,
 )
 from moa.cli.recording import LogContentOption, content_policy
 from moa.errors import ConfigError
@@ -295,7 +296,7 @@ def eval_command(
         _warn_if_not_validated(run, console)
         observer = _ProgressObserver(console)
         try:
-            with recorded_calls(record_calls, console, no_cache=no_cache):
+            with stopping_on_sigterm(), recorded_calls(record_calls, console, no_cache=no_cache):
                 run.run(observer)
         except KeyboardInterrupt:
             observer.stop()

@@ -17,6 +17,7 @@ from moa.cli.common import (
     progress_bar,
     recorded_calls,
     reporting_errors,
+    stopping_on_sigterm,
 )
 from moa.providers.cache import DEFAULT_CACHE
 
@@ -120,6 +121,7 @@ def validate(
             )
         )
         with (
+            stopping_on_sigterm(),
             recorded_calls(record_calls, console, no_cache=no_cache),
             _Progress(console) as progress,
         ):

@@ -19,6 +19,7 @@ from moa.cli.common import (
     progress_bar,
     recorded_calls,
     reporting_errors,
+    stopping_on_sigterm,
 )
 from moa.config import load_endpoints
 from moa.errors import ConfigError
@@ -233,6 +234,7 @@ def select_command(
                 concurrency=concurrency,
             )
             with (
+                stopping_on_sigterm(),
                 recorded_calls(record_calls, console, no_cache=no_cache),
                 _ItemProgress(console) as progress,
             ):
@@ -252,6 +254,7 @@ def select_command(
                 concurrency=concurrency,
             )
             with (
+                stopping_on_sigterm(),
                 recorded_calls(record_calls, console, no_cache=no_cache),
                 _ItemProgress(console) as progress,
             ):

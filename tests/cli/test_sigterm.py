@@ -1,0 +1,93 @@
+"""SIGTERM stops a long command the way Ctrl-C does: finished work kept, logs written."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from moa.cli.common import stopping_on_sigterm
+from moa.cli.main import app
+from moa.providers.registry import register_kind
+from moa.testing import FunctionProvider
+from moa.types import CompletionRequest
+
+
+class ReachedTheDefault(Exception):
+    """SIGTERM got past ``stopping_on_sigterm`` (without this, it would end pytest)."""
+
+
+@pytest.fixture(autouse=True)
+def sigterm_caught_outside() -> Iterator[None]:
+    def caught(signum: int, frame: object) -> None:
+        raise ReachedTheDefault
+
+    previous = signal.signal(signal.SIGTERM, caught)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.fixture
+def sigint_ignored() -> Iterator[None]:
+    """As in a job a non-interactive shell started in the background."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize("ignored", [False, True])
+def test_sigterm_raises_keyboard_interrupt_inside_the_block_only(
+    ignored: bool, request: pytest.FixtureRequest
+) -> None:
+    if ignored:
+        request.getfixturevalue("sigint_ignored")
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), stopping_on_sigterm():
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.sigtimedwait([], 1)  # let the handler run
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_moa_eval_stopped_by_sigterm_keeps_its_items_and_writes_its_call_log(
+    tmp_path: Path,
+) -> None:
+    calls: list[str] = []
+
+    def terminated_on_the_fourth_call(request: CompletionRequest) -> str:
+        calls.append(request.model)
+        if len(calls) == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return "The answer is 7"
+
+    register_kind(
+        "sigterm-fake",
+        lambda name, settings, local: FunctionProvider(terminated_on_the_fourth_call),
+    )
+    config = tmp_path / "mix.yaml"
+    config.write_text(
+        "name: mix\nproviders:\n  fake: {kind: sigterm-fake}\n"
+        'layers:\n  - [{model: "fake:weak"}, {model: "fake:strong"}]\n'
+        'aggregator: {model: "fake:agg"}\n'
+    )
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text("".join(f'{{"question": "{n} + 4?", "answer": "#### 7"}}\n' for n in (3, 2, 1)))
+    out, log = tmp_path / "out", tmp_path / "calls.jsonl"
+    args = ["eval", "gsm8k", "--data", str(data)]
+    args += ["--system", str(config), "--no-baselines", "--out", str(out)]
+    args += ["--cache", str(tmp_path / "c.sqlite"), "--record-calls", str(log)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130, result.stderr
+    assert "interrupted" in result.stderr
+    items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    assert [r["item_id"] for r in items] == ["0"]  # the first item, finished before the signal
+    assert (out / "report.md").is_file()
+    assert len(log.read_text().splitlines()) - 1 >= 3  # its three calls at least
