@@ -107,7 +107,7 @@ def test_a_rerun_is_served_by_the_call_cache(tmp_path: Path) -> None:
 
 
 def test_failures_and_unparsed_verdicts_count_against_the_judge() -> None:
-    records = [
+    records: list[dict[str, object]] = [
         {"comparison": "weak", "verdicts": ["reference", "reference"], "preference": 0.0},
         {"comparison": "weak", "verdicts": [None, "reference"], "preference": 0.0},
         {"comparison": "weak", "error": "ProviderError: down"},
