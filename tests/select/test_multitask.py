@@ -322,3 +322,14 @@ async def test_code_requests_are_routed_to_the_check_on_their_examples(
     heldout = selection.tasks[1].heldout_ids
     fixed = [i for i in heldout if int(i.split("/")[1]) % 4 == 0]  # greedy wrong, samples right
     assert code_delta.delta.mean == pytest.approx(100 * len(fixed) / len(heldout))
+
+
+def test_data_default_is_the_data_a_task_ships_with() -> None:
+    from moa.eval.tasks import get_task
+
+    default = get_task("humaneval").default_data
+    assert default is not None
+    (task,) = task_list(["humaneval"], ["default"])
+    assert task.data == default() and Path(task.data).is_file()
+    with pytest.raises(ConfigError, match="--data default: task gsm8k ships no data"):
+        task_list(["humaneval", "gsm8k"], ["default", "default"])

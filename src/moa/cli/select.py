@@ -99,7 +99,8 @@ def select_command(
         typer.Option(
             "--data",
             "-d",
-            help="The data file or directory of each --task, in the same order (one per --task).",
+            help="The data file or directory of each --task, in the same order (one per --task); "
+            "'default' for the data a task ships with (humaneval).",
         ),
     ],
     floors: Annotated[
@@ -224,7 +225,7 @@ def select_command(
             run = SelectRun(
                 options,
                 tasks[0],
-                data[0],
+                several[0].data,
                 base=base,
                 cache=store,
                 cache_only=cache_only,

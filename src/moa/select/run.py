@@ -144,6 +144,19 @@ class TaskData:
     limit: int | None = None
 
 
+DEFAULT_DATA = "default"
+"""``--data default``: the data a task ships with (HumanEval's 164 problems)."""
+
+
+def _data(task: str, data: str) -> str:
+    if data != DEFAULT_DATA:
+        return data
+    shipped = get_task(task).default_data
+    if shipped is None:
+        raise ConfigError(f"--data default: task {task} ships no data; give its file")
+    return shipped()
+
+
 def _floor(given: str, text: str) -> float:
     try:
         value = float(text)
@@ -222,7 +235,7 @@ def task_list(
     return tuple(
         TaskData(
             n,
-            d,
+            _data(n, d),
             floor_of.get(n, DEFAULT_FLOOR if floor is None else floor),
             limit_of.get(n, limit),
         )
