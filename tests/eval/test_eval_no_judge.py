@@ -154,3 +154,19 @@ def test_moa_eval_no_judge_from_the_command_line(tmp_path: Path) -> None:
     assert "judge not validated" not in result.stderr
     assert calls.system == 3 and calls.judge == 0
     assert "## Results (not judged)" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_an_unfinished_run_without_a_judge_compares_the_items_all_finished(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    EvalRun(_alpaca(out, no_judge=True), registry=Calls().registry(tmp_path)).run()
+    log = out / "items.jsonl"
+    lines = log.read_text().splitlines()
+    dropped = next(i for i, line in enumerate(lines) if json.loads(line)["system"] == "sys:bad")
+    log.write_text("\n".join(lines[:dropped] + lines[dropped + 1 :]) + "\n")
+    summary = write_report(out)
+    assert summary.common_items == 2 and all(s.n == 2 for s in summary.systems)
+    report = (out / "report.md").read_text()
+    assert "on the 2 items all of them finished." in report
+    assert "each system scored" not in report

@@ -133,7 +133,13 @@ def render_markdown(
     else:
         lines.append("## Results" + (" (not judged)" if unjudged else " (judge not validated)"))
     lines.append("")
-    if summary.finished:
+    if summary.finished and unjudged:
+        lines.append(
+            f"The run is unfinished: the table compares every system on the "
+            f"{summary.common_items} items all of them finished."
+        )
+        lines.append("")
+    elif summary.finished:
         lines.append(
             f"The run is unfinished: the table compares every system on the "
             f"{summary.common_items} items all of them finished. Over all of its own finished "
