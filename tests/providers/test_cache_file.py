@@ -197,3 +197,35 @@ def test_calls_outside_a_recording_are_not_noted(tmp_path: Path) -> None:
     assert len(recording) == 0
     assert write_recording(recording, tmp_path / "none.jsonl") == 0
     assert read_calls(tmp_path / "none.jsonl") == []
+
+
+def test_a_recording_is_refused_a_file_that_is_not_a_call_log_before_the_run(
+    tmp_path: Path,
+) -> None:
+    from rich.console import Console
+
+    from moa.cli.common import recorded_calls
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    ran: list[bool] = []
+    with (
+        pytest.raises(ConfigError, match="is not a call log"),
+        recorded_calls(notes, Console(), no_cache=False),
+    ):
+        ran.append(True)
+    assert ran == [] and notes.read_text() == "my notes\n"
+
+
+def test_a_log_is_replaced_whole_and_stays_compressed(tmp_path: Path) -> None:
+    store = SQLiteCallStore(tmp_path / "calls.sqlite")
+    _run(store)
+    log = tmp_path / "calls.jsonl.gz"
+    assert export_calls(store, log) == 3
+    with gzip.open(log, "rt") as lines:
+        assert len(lines.read().splitlines()) == 4
+    with recording_calls() as recording:
+        _run(store)  # the same three calls, from the cache
+    assert write_recording(recording, log) == 3
+    assert len(read_calls(log)) == 3
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".partial")]

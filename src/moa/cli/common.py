@@ -103,8 +103,10 @@ def recorded_calls(path: Path | None, console: Console, *, no_cache: bool) -> It
             "--record-calls writes the calls that go through the call cache: leave out --no-cache"
         )
     from moa.providers.cache import recording_calls
-    from moa.providers.cache_file import write_recording
+    from moa.providers.cache_file import read_calls, write_recording
 
+    if path.exists():
+        read_calls(path)  # a file that is not a call log is refused now, not after the run
     with recording_calls() as recording:
         try:
             yield

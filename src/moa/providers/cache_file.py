@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,13 +83,21 @@ def write_recording(recording: CallRecording, path: str | Path) -> int:
 
 
 def _write(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Write the log next to ``path``, then put it in place: a log that held calls is never
+    left half written."""
+    target = Path(path).expanduser()
+    partial = private_file(target.with_name(f".partial-{target.name}"))
     count = 0
-    with _open(private_file(Path(path).expanduser()), "w") as out:
-        header = {"format": FORMAT, "version": FORMAT_VERSION, "key_version": KEY_VERSION}
-        out.write(json.dumps(header) + "\n")
-        for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-            count += 1
+    try:
+        with _open(partial, "w") as out:
+            header = {"format": FORMAT, "version": FORMAT_VERSION, "key_version": KEY_VERSION}
+            out.write(json.dumps(header) + "\n")
+            for row in rows:
+                out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+                count += 1
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
     return count
 
 
