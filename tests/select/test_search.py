@@ -180,3 +180,22 @@ async def test_an_open_ended_task_is_selected_with_the_judge_s_protocol(
     selection = await run.arun(ProviderRegistry().add("fake", FunctionProvider(reply)))
     assert selection.best_single is not None and selection.best_single.aggregator == "fake:strong"
     assert set(seen) == {"pair" if protocol == "pairwise" else "one"}
+
+
+async def test_a_timeout_reaches_every_call_without_changing_the_configuration(
+    gsm8k: Path,
+) -> None:
+    from moa.engine.spec import MixtureSpec
+    from moa.select.evaluate import Evaluator
+    from moa.testing import FakeProvider
+
+    items = get_task("gsm8k").load(str(gsm8k))[:2]
+    spec = MixtureSpec.model_validate({"aggregator": {"model": "fake:slow"}})
+    slow = FakeProvider(default="The answer is 1", delay=0.5)
+    registry = ProviderRegistry().add("fake", slow)
+    patient = await Evaluator(get_task("gsm8k"), registry).evaluate("slow", spec, items)
+    assert all(o.error is None for o in patient.outcomes)
+    hurried = Evaluator(get_task("gsm8k"), registry, timeout=0.1)
+    timed_out = await hurried.evaluate("slow", spec, items)
+    assert all(o.error and "Timeout" in o.error for o in timed_out.outcomes)
+    assert timed_out.spec == spec  # the report names the configuration, not its timeout

@@ -171,6 +171,14 @@ def select_command(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not cache calls.")] = False,
     cache_only: CacheOnlyOption = False,
     record_calls: RecordCallsOption = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=1.0,
+            help="Seconds one call may take, for every configuration (slow CPUs: an "
+            "aggregation waiting in a large local batch can take longer than the default 300).",
+        ),
+    ] = None,
     concurrency: Annotated[int, typer.Option(help="Items answered at once.", min=1)] = 1,
 ) -> None:
     """Measure each model, search mixtures under a budget, and recommend one (or a single model).
@@ -233,6 +241,7 @@ def select_command(
                 judge_protocol=judge_protocol,
                 embeddings=embeddings,
                 concurrency=concurrency,
+                timeout=timeout,
             )
             with (
                 stopping_on_sigterm(),
@@ -253,6 +262,7 @@ def select_command(
                 judge_protocol=judge_protocol,
                 embeddings=embeddings,
                 concurrency=concurrency,
+                timeout=timeout,
             )
             with (
                 stopping_on_sigterm(),

@@ -104,6 +104,7 @@ class Evaluator:
         judge: Judge | None = None,
         concurrency: int = 1,
         progress: ItemProgress | None = None,
+        timeout: float | None = None,
     ) -> None:
         if task.kind not in ("exact", "code") and judge is None:
             raise ConfigError(f"task {task.name!r} is scored by a judge: give --judge MODEL")
@@ -113,10 +114,14 @@ class Evaluator:
         self.judge = judge
         self.concurrency = max(concurrency, 1)
         self.progress = progress
+        self.timeout = timeout
+        """Seconds every call may take (``None``: each configuration's own); like the cache,
+        it does not change what a configuration is."""
         self._memo: dict[tuple[str, str], Outcome] = {}
 
     async def evaluate(self, name: str, spec: MixtureSpec, items: Sequence[EvalItem]) -> Evaluation:
-        mixture = Mixture(spec, self.registry)
+        timed = spec if self.timeout is None else spec.model_copy(update={"timeout": self.timeout})
+        mixture = Mixture(timed, self.registry)
         mixture.check()
         identity = spec.model_dump_json(exclude={"name"})
         gate = asyncio.Semaphore(self.concurrency)

@@ -47,12 +47,16 @@ def _registry(base: Endpoints | None, cache: Path | None, cache_only: bool) -> P
 
 
 def _judge(
-    model: str | None, registry: ProviderRegistry, prompts: PromptSet, protocol: str
+    model: str | None,
+    registry: ProviderRegistry,
+    prompts: PromptSet,
+    protocol: str,
+    timeout: float | None = None,
 ) -> Judge | None:
     if model is None:
         return None
     system = resolve_system(model, GenerationSettings(temperature=0.0, seed=0))
-    return Judge(Mixture(system.spec, registry), prompts, protocol)
+    return Judge(Mixture(system.with_timeout(timeout).spec, registry), prompts, protocol)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,8 @@ class SelectRun:
     """How the judge compares (:data:`~moa.eval.judge.PROTOCOLS`)."""
     embeddings: bool = False
     concurrency: int = 1
+    timeout: float | None = None
+    """Seconds every call may take (slow CPUs); ``None``: each configuration's own."""
 
     def registry(self) -> ProviderRegistry:
         return _registry(self.base, self.cache, self.cache_only)
@@ -88,7 +94,7 @@ class SelectRun:
         registry = registry or self.registry()
         prompts = PromptSet()
         judge = (
-            _judge(self.judge, registry, prompts, self.judge_protocol)
+            _judge(self.judge, registry, prompts, self.judge_protocol, self.timeout)
             if task.kind != "exact"
             else None
         )
@@ -99,6 +105,7 @@ class SelectRun:
             judge=judge,
             concurrency=self.concurrency,
             progress=progress,
+            timeout=self.timeout,
         )
         embedder = minilm_embedder() if self.embeddings else None
         try:
@@ -258,6 +265,8 @@ class MultiSelectRun:
     """How the judge compares (:data:`~moa.eval.judge.PROTOCOLS`)."""
     embeddings: bool = False
     concurrency: int = 1
+    timeout: float | None = None
+    """Seconds every call may take (slow CPUs); ``None``: each configuration's own."""
 
     def registry(self) -> ProviderRegistry:
         return _registry(self.base, self.cache, self.cache_only)
@@ -273,7 +282,7 @@ class MultiSelectRun:
         items = {task.name: task.load(data, None) for task, data in loaded}
         registry = registry or self.registry()
         prompts = PromptSet()
-        judge = _judge(self.judge, registry, prompts, self.judge_protocol)
+        judge = _judge(self.judge, registry, prompts, self.judge_protocol, self.timeout)
         parts = {}
         for task, _ in loaded:
             evaluator = Evaluator(
@@ -283,6 +292,7 @@ class MultiSelectRun:
                 judge=judge if task.kind != "exact" else None,
                 concurrency=self.concurrency,
                 progress=_prefixed(progress, task.name),
+                timeout=self.timeout,
             )
             parts[task.name] = (evaluator, items[task.name])
         embedder = minilm_embedder() if self.embeddings else None
