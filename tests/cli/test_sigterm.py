@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from moa.cli.common import stopping_on_sigterm
-from moa.cli.main import app
-from moa.providers.registry import register_kind
-from moa.testing import FunctionProvider
-from moa.types import CompletionRequest
 
 
 class ReachedTheDefault(Exception):
@@ -57,21 +54,31 @@ def test_sigterm_raises_keyboard_interrupt_inside_the_block_only(
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+_EVAL_TERMINATED_ON_THE_FOURTH_CALL = """
+import os, signal, sys
+from moa.cli.main import app
+from moa.providers.registry import register_kind
+from moa.testing import FunctionProvider
+
+calls = []
+
+def answer(request):
+    calls.append(request.model)
+    if len(calls) == 4:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return "The answer is 7"
+
+register_kind("sigterm-fake", lambda name, settings, local: FunctionProvider(answer))
+app(sys.argv[1:], prog_name="moa")
+"""
+
+
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
 def test_moa_eval_stopped_by_sigterm_keeps_its_items_and_writes_its_call_log(
-    tmp_path: Path,
+    tmp_path: Path, sigint: str
 ) -> None:
-    calls: list[str] = []
-
-    def terminated_on_the_fourth_call(request: CompletionRequest) -> str:
-        calls.append(request.model)
-        if len(calls) == 4:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return "The answer is 7"
-
-    register_kind(
-        "sigterm-fake",
-        lambda name, settings, local: FunctionProvider(terminated_on_the_fourth_call),
-    )
+    # A process of its own: the signal, and whatever the interrupted run leaves behind,
+    # stay out of the test session.
     config = tmp_path / "mix.yaml"
     config.write_text(
         "name: mix\nproviders:\n  fake: {kind: sigterm-fake}\n"
@@ -84,8 +91,15 @@ def test_moa_eval_stopped_by_sigterm_keeps_its_items_and_writes_its_call_log(
     args = ["eval", "gsm8k", "--data", str(data)]
     args += ["--system", str(config), "--no-baselines", "--out", str(out)]
     args += ["--cache", str(tmp_path / "c.sqlite"), "--record-calls", str(log)]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 130, result.stderr
+    handler = signal.SIG_IGN if sigint == "ignored" else signal.SIG_DFL
+    result = subprocess.run(
+        [sys.executable, "-c", _EVAL_TERMINATED_ON_THE_FOURTH_CALL, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, handler),
+    )
+    assert result.returncode == 130, result.stderr
     assert "interrupted" in result.stderr
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
     assert [r["item_id"] for r in items] == ["0"]  # the first item, finished before the signal
