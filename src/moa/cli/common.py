@@ -37,6 +37,7 @@ __all__ = [
     "RayActors",
     "RayAddress",
     "RecordCallsOption",
+    "check_record_calls",
     "choose_config",
     "command_line",
     "err_console",
@@ -92,21 +93,30 @@ RecordCallsOption = Annotated[
 ]
 
 
-@contextmanager
-def recorded_calls(path: Path | None, console: Console, *, no_cache: bool) -> Iterator[None]:
-    """Run the block noting the calls that go through the call cache; write them to ``path``."""
+def check_record_calls(path: Path | None, *, no_cache: bool) -> None:
+    """Refuse a ``--record-calls`` that could not be written, before any work is done."""
     if path is None:
-        yield
         return
     if no_cache:
         raise ConfigError(
             "--record-calls writes the calls that go through the call cache: leave out --no-cache"
         )
-    from moa.providers.cache import recording_calls
-    from moa.providers.cache_file import read_calls, write_recording
-
     if path.exists():
+        from moa.providers.cache_file import read_calls
+
         read_calls(path)  # a file that is not a call log is refused now, not after the run
+
+
+@contextmanager
+def recorded_calls(path: Path | None, console: Console, *, no_cache: bool) -> Iterator[None]:
+    """Run the block noting the calls that go through the call cache; write them to ``path``."""
+    check_record_calls(path, no_cache=no_cache)
+    if path is None:
+        yield
+        return
+    from moa.providers.cache import recording_calls
+    from moa.providers.cache_file import write_recording
+
     with recording_calls() as recording:
         try:
             yield

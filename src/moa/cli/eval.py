@@ -17,6 +17,7 @@ from moa.cli.common import (
     RayActors,
     RayAddress,
     RecordCallsOption,
+    check_record_calls,
     command_line,
     engine_choice,
     progress_bar,
@@ -235,11 +236,7 @@ def eval_command(
             raise ConfigError(
                 "--record-calls sees the calls of this process only: leave out --engine ray"
             )
-        if record_calls is not None and no_cache:
-            raise ConfigError(
-                "--record-calls writes the calls that go through the call cache: "
-                "leave out --no-cache"
-            )
+        check_record_calls(record_calls, no_cache=no_cache)
 
         if data is None:
             default = get_task(task).default_data
