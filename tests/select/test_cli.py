@@ -74,6 +74,18 @@ def test_select_reports_bad_input_in_one_line(gsm8k: Path, tmp_path: Path) -> No
     assert "fewer than --dev" in result.stderr
 
 
+def test_select_names_every_model_to_pull_before_it_starts(
+    gsm8k: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MOA_MODEL_DIR", str(tmp_path))
+    args = ["select", "-m", "local:smollm2-135m", "-m", "local:qwen2.5-coder-0.5b"]
+    args += ["--task", "gsm8k", "--data", str(gsm8k), "--dev", "12", "--heldout", "16"]
+    result = runner.invoke(app, [*args, "--no-cache", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "moa models pull smollm2-135m qwen2.5-coder-0.5b" in " ".join(result.stderr.split())
+    assert not (tmp_path / "out").exists()
+
+
 def test_select_limit_reaches_the_splits(gsm8k: Path, tmp_path: Path) -> None:
     args = ["select", "-m", "fake:a", "--task", "gsm8k", "--data", str(gsm8k), "--no-cache"]
     for limit in ("20", "gsm8k=20"):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from moa.config import parse_config
-from moa.errors import ConfigError
+from moa.errors import ConfigError, ModelNotInstalledError
 from moa.eval.runner import select_items
 from moa.eval.stats import Estimate
 from moa.eval.tasks import get_task
@@ -83,6 +83,25 @@ def multi_run(
 def helps_math_only(task: str, i: int) -> bool:
     # Mixtures: always right on gsm8k, right on two thirds of mmlu (strong alone: three quarters).
     return task == "gsm8k" or i % 3 != 0
+
+
+async def test_every_local_model_not_installed_stops_the_selection_before_any_call(
+    gsm8k: Path,
+    mmlu: Path,
+    item_number: ItemNumber,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("MOA_MODEL_DIR", str(tmp_path))
+    provider = two_task_pool(item_number, helps_math_only)
+    pool = ("fake:strong", "local:qwen2.5-coder-0.5b", "local:smollm2-135m")
+    run = multi_run(gsm8k, mmlu, pool=pool)
+    with pytest.raises(ModelNotInstalledError) as caught:
+        await run.arun(ProviderRegistry().add("fake", provider))
+    # Both are named, with one command, before the strong model's first dev item.
+    assert caught.value.models == ("qwen2.5-coder-0.5b", "smollm2-135m")
+    assert caught.value.install_command == "moa models pull qwen2.5-coder-0.5b smollm2-135m"
+    assert provider.calls == []
 
 
 async def test_a_win_on_one_task_does_not_excuse_breaking_the_floor_on_another(

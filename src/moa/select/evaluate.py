@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from moa.engine.mixture import Mixture
 from moa.engine.result import Result
 from moa.engine.spec import MixtureSpec
-from moa.errors import ConfigError, MoAError
+from moa.errors import ConfigError, MoAError, ModelNotInstalledError
 from moa.eval.code import score_code
 from moa.eval.datasets import EvalItem
 from moa.eval.judge import Judge
@@ -118,6 +118,25 @@ class Evaluator:
         """Seconds every call may take (``None``: each configuration's own); like the cache,
         it does not change what a configuration is."""
         self._memo: dict[tuple[str, str], Outcome] = {}
+
+    def check(self, pool: Sequence[str]) -> None:
+        """Before the first call: every pool model resolves and is installed, and so is the judge.
+
+        A selection runs for hours; one that stopped at the first configuration using
+        a model never pulled would lose the time spent before it, so every missing
+        local model is named at once, with the one command that pulls them all.
+        """
+        missing: list[ModelNotInstalledError] = []
+        for model_id in dict.fromkeys(pool):
+            provider, model = self.registry.resolve(model_id)
+            try:
+                provider.check_model(model)
+            except ModelNotInstalledError as exc:
+                missing.append(exc)
+        if missing:
+            raise ModelNotInstalledError.combine(missing)
+        if self.judge is not None:
+            self.judge.mixture.check()
 
     async def evaluate(self, name: str, spec: MixtureSpec, items: Sequence[EvalItem]) -> Evaluation:
         timed = spec if self.timeout is None else spec.model_copy(update={"timeout": self.timeout})

@@ -274,4 +274,6 @@ async def run_multi_search(
             log(f"{name}: {text}")
 
         searches.append(TaskSearch(options, evaluator.task, evaluator, splits, task_log, embedder))
+    for evaluator, _ in tasks.values():
+        evaluator.check(options.pool)
     return await _JointSearch(options, searches, floors, log).search()

@@ -445,4 +445,5 @@ async def run_search(
     if len(set(options.pool)) != len(options.pool):
         raise ConfigError("the pool names a model twice")
     splits = split_items(items, options.dev, options.heldout, options.seed, options.limit)
+    evaluator.check(options.pool)
     return await TaskSearch(options, task, evaluator, splits, log, embedder).search()
