@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from moa.providers.cache import (
     CachingRegistry,
     SQLiteCallStore,
     cache_key,
+    recording_calls,
     recording_hits,
 )
 from moa.testing import FakeProvider
@@ -102,6 +106,28 @@ async def test_streamed_hits_replay_text_usage_and_finish(tmp_path: Path) -> Non
     assert [(h.model_id, h.text) for h in hits] == [("fake:m", "one two ")]
     assert hits[0].latency_s >= 0
     assert (cached.hits, cached.misses) == (1, 1)
+
+
+class _Pause:
+    def __await__(self) -> Generator[None, None, None]:
+        yield
+
+
+@pytest.mark.parametrize("recording", [recording_hits, recording_calls])
+def test_a_recording_in_an_abandoned_coroutine_ends_quietly_outside_its_context(
+    recording: Callable[[], AbstractContextManager[object]],
+) -> None:
+    # A run stopped mid-call leaves coroutines inside the block; the garbage collector
+    # closes them later, from whatever context it runs in.
+    async def stuck() -> None:
+        with recording():
+            await _Pause()
+
+    coroutine = stuck()
+    contextvars.copy_context().run(coroutine.send, None)
+    coroutine.close()  # here, not in the context the block was entered in
+    with recording() as inner:  # and the current context is as it was
+        assert inner is not None
 
 
 async def test_identical_concurrent_calls_are_made_once(tmp_path: Path) -> None:

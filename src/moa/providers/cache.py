@@ -33,11 +33,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Hashable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from moa.errors import CacheMissError, ConfigError, MissingAPIKeyError
 from moa.files import private_file
@@ -115,6 +115,22 @@ class CacheHit:
 _HITS: ContextVar[list[CacheHit] | None] = ContextVar("moa_cache_hits", default=None)
 
 
+T = TypeVar("T")
+
+
+def _restore(var: ContextVar[T], token: Token[T]) -> None:
+    """Undo ``var.set`` when a recording block ends, wherever it ends.
+
+    A block inside a coroutine that was abandoned (a run stopped by Ctrl-C or
+    SIGTERM leaves some behind) ends when the garbage collector closes the
+    coroutine, in whatever context the collector runs: the context the variable
+    was set in is then gone, there is nothing to restore, and ``reset`` would
+    raise an error that surfaces as an unraisable exception somewhere else.
+    """
+    with suppress(ValueError):
+        var.reset(token)
+
+
 @contextmanager
 def recording_hits() -> Iterator[list[CacheHit]]:
     """Collect the cache hits of every call made inside the block (and its child tasks)."""
@@ -123,7 +139,7 @@ def recording_hits() -> Iterator[list[CacheHit]]:
     try:
         yield hits
     finally:
-        _HITS.reset(token)
+        _restore(_HITS, token)
 
 
 @dataclass
@@ -151,7 +167,7 @@ def recording_calls() -> Iterator[CallRecording]:
     try:
         yield recording
     finally:
-        _RECORDING.reset(token)
+        _restore(_RECORDING, token)
 
 
 def _note(store: SQLiteCallStore, key: str) -> None:
