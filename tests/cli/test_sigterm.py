@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -54,6 +55,47 @@ def test_sigterm_raises_keyboard_interrupt_inside_the_block_only(
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+@pytest.mark.usefixtures("sigint_ignored")
+@pytest.mark.parametrize("returns", [False, True])
+def test_with_sigint_ignored_sigterm_cancels_every_task_and_the_block_raises_keyboard_interrupt(
+    returns: bool,
+) -> None:
+    unwound: list[str] = []
+
+    async def worker(name: str) -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            unwound.append(name)
+
+    async def main() -> str:
+        workers = [asyncio.create_task(worker(f"w{n}")) for n in range(3)]
+        await asyncio.sleep(0)
+        os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            await asyncio.gather(*workers)
+        except asyncio.CancelledError:
+            if returns:  # a run that takes its cancellation as the end of its work
+                return "partial"
+            raise
+        return "done"
+
+    shutdown_errors: list[dict[str, object]] = []
+
+    def run() -> str:
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(lambda _, context: shutdown_errors.append(context))
+        try:
+            return loop.run_until_complete(main())
+        finally:
+            loop.close()
+
+    with pytest.raises(KeyboardInterrupt), stopping_on_sigterm():
+        run()
+    assert sorted(unwound) == ["w0", "w1", "w2"]
+    assert shutdown_errors == []
+
+
 _EVAL_TERMINATED_ON_THE_FOURTH_CALL = """
 import os, signal, sys
 from moa.cli.main import app
@@ -101,6 +143,8 @@ def test_moa_eval_stopped_by_sigterm_keeps_its_items_and_writes_its_call_log(
     )
     assert result.returncode == 130, result.stderr
     assert "interrupted" in result.stderr
+    # Every task unwound: none ends in a traceback or is left pending at shutdown.
+    assert "Traceback" not in result.stderr and "pending" not in result.stderr, result.stderr
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
     assert [r["item_id"] for r in items] == ["0"]  # the first item, finished before the signal
     assert (out / "report.md").is_file()

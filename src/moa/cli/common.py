@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import shlex
@@ -167,22 +168,42 @@ def stopping_on_sigterm() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    stopping = False
 
     def interrupt(signum: int, frame: object) -> None:
-        # Whatever handles Ctrl-C now (asyncio.run's own handler cancels the running task
-        # first); a shell that started the command in the background may ignore SIGINT, and
-        # then the interrupt is raised here.
+        nonlocal stopping
         handler = signal.getsignal(signal.SIGINT)
-        if callable(handler):
+        if callable(handler) and handler is not signal.default_int_handler:
+            # asyncio.run's own (Python 3.11 and later, when SIGINT was not ignored): it
+            # cancels the main task and raises KeyboardInterrupt once that has unwound.
             handler(signal.SIGINT, frame)  # type: ignore[arg-type]
-        else:
-            raise KeyboardInterrupt
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise KeyboardInterrupt from None
+        if stopping:
+            raise KeyboardInterrupt  # a second SIGTERM: stop at once
+        # No one cancels for us: SIGINT is ignored (a job a shell started in the background)
+        # or this Python's asyncio.run installs no handler. A KeyboardInterrupt raised here
+        # would end one task mid-step and leave the others pending, each printing its own
+        # traceback at shutdown; cancelling every task unwinds them all in order instead.
+        stopping = True
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.call_soon_threadsafe(lambda: None)  # wake a loop waiting in select()
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
+    except asyncio.CancelledError:
+        if stopping:
+            raise KeyboardInterrupt from None
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if stopping:  # the run caught its cancellation and returned: it was still interrupted
+        raise KeyboardInterrupt
 
 
 def read_prompt(prompt: str) -> str:
