@@ -11,8 +11,10 @@ from typer.testing import CliRunner
 
 from moa.cli.main import app
 from moa.config import load_config
+from moa.errors import ProviderError
 from moa.providers.registry import register_kind
 from moa.testing import FunctionProvider
+from moa.types import CompletionRequest
 
 runner = CliRunner()
 
@@ -65,6 +67,25 @@ def test_select_writes_a_runnable_config_and_a_report(
         json.loads((tmp_path / "fresh-out" / "select.json").read_text())["recommended"]
         == (chosen[0])
     )
+
+
+def test_select_warns_when_items_failed(gsm8k: Path, tmp_path: Path) -> None:
+    def weak_is_down(request: CompletionRequest) -> str:
+        if request.model == "weak":
+            raise ProviderError("the server went away", provider="sel", model="weak")
+        return "The answer is 1"
+
+    register_kind("select-down", lambda name, settings, local: FunctionProvider(weak_is_down))
+    base = tmp_path / "pool.yaml"
+    base.write_text("providers:\n  sel: {kind: select-down}\naggregator: {model: 'sel:strong'}\n")
+    out = tmp_path / "out"
+    args = ["select", "-m", "sel:strong", "-m", "sel:weak", "--task", "gsm8k", "--no-cache"]
+    args += ["--data", str(gsm8k), "--config", str(base), "--dev", "12", "--heldout", "16"]
+    result = runner.invoke(app, [*args, "--max-evals", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert "warning: 28 items failed and were scored as wrong" in said  # weak: dev and held-out
+    assert "28 items failed" in (out / "report.md").read_text()
 
 
 def test_select_reports_bad_input_in_one_line(gsm8k: Path, tmp_path: Path) -> None:

@@ -8,11 +8,12 @@ import pytest
 import yaml
 
 from moa.config import build_mixture, parse_config
-from moa.errors import ConfigError
+from moa.errors import ConfigError, ProviderError
 from moa.eval.tasks import get_task
 from moa.providers.cache import CachingRegistry, SQLiteCallStore
 from moa.providers.registry import ProviderRegistry
 from moa.select import Budget, SearchOptions, SelectRun, split_items, write_outputs
+from moa.select.report import markdown, summary
 from moa.testing import FunctionProvider
 from moa.types import CompletionRequest
 
@@ -180,6 +181,42 @@ async def test_an_open_ended_task_is_selected_with_the_judge_s_protocol(
     selection = await run.arun(ProviderRegistry().add("fake", FunctionProvider(reply)))
     assert selection.best_single is not None and selection.best_single.aggregator == "fake:strong"
     assert set(seen) == {"pair" if protocol == "pairwise" else "one"}
+
+
+async def test_failed_items_are_counted_per_configuration_and_the_report_warns(
+    gsm8k: Path, provider: FunctionProvider, item_number: ItemNumber
+) -> None:
+    dev = sorted(default_dev_numbers(gsm8k))[:2]
+
+    def weak_fails_twice(request: CompletionRequest) -> str:
+        if request.model == "weak" and item_number(request) in dev:
+            raise ProviderError("the server went away", provider="fake", model="weak")
+        return provider.function(request)  # type: ignore[no-any-return]
+
+    selection = await selection_run(gsm8k, max_evals=0).arun(
+        ProviderRegistry().add("fake", FunctionProvider(weak_fails_twice))
+    )
+    weak = next(t for t in selection.tried if t.candidate.name == "single weak")
+    failures = weak.dev.failures()
+    assert len(failures) == 2 and all(o.score == 0.0 for o in failures)
+    assert all("the server went away" in (o.error or "") for o in failures)
+    report = markdown(selection)
+    assert "**Warning:** 2 items failed and were scored as wrong" in report
+    assert "- single weak, dev: 2 of 16 items failed; the first" in report
+    data = summary(selection)
+    assert data["failed_items"] == 2 and data["dev"]["single weak"]["failed"] == 2
+    assert data["dev"]["single strong"]["failed"] == 0
+
+
+async def test_a_report_without_failed_items_has_no_warning(
+    gsm8k: Path, provider: FunctionProvider
+) -> None:
+    selection = await selection_run(gsm8k, max_evals=0).arun(
+        ProviderRegistry().add("fake", provider)
+    )
+    report = markdown(selection)
+    assert "Warning" not in report and "Failed items" not in report
+    assert summary(selection)["failed_items"] == 0
 
 
 async def test_a_timeout_reaches_every_call_without_changing_the_configuration(

@@ -189,6 +189,8 @@ def select_command(
     (95% interval of the held-out difference), and ranks by the tasks it significantly improves.
     """
     from moa.select.candidates import Budget, Sampling
+    from moa.select.multireport import multi_failed
+    from moa.select.report import failed_items, failure_warning
     from moa.select.run import (
         DEFAULT_CACHE,
         MultiSelectRun,
@@ -251,6 +253,7 @@ def select_command(
                 selection = asyncio.run(run.arun(log=log, progress=progress))
             paths = write_outputs(selection, run, out, command=command)
             verdict = selection.verdict
+            failed = sum(len(e.failures()) for _, _, e in failed_items(selection))
         else:
             joint = MultiSelectRun(
                 options,
@@ -272,6 +275,9 @@ def select_command(
                 chosen = asyncio.run(joint.arun(log=log, progress=progress))
             paths = write_multi_outputs(chosen, joint, out, command=command)
             verdict = chosen.verdict
+            failed = multi_failed(chosen)
     console.print(f"[bold]{escape(verdict)}[/]")
+    if failed:
+        console.print(f"[bold yellow]warning:[/] {escape(failure_warning(failed))}")
     for label, path in paths.items():
         console.print(f"{label}: {escape(str(path))}")

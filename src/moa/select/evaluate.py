@@ -58,6 +58,10 @@ class Evaluation:
     def scores(self) -> list[float]:
         return [o.score for o in self.outcomes if o.score is not None]
 
+    def failures(self) -> list[Outcome]:
+        """The items whose run failed (scored 0 on exact-answer and code tasks)."""
+        return [o for o in self.outcomes if o.error is not None]
+
     @property
     def mean(self) -> float:
         values = self.scores()

@@ -8,9 +8,16 @@ from typing import Any
 
 from moa.select.floors import RULE, Standing
 from moa.select.multitask import MultiSelection
-from moa.select.report import delta_text, summary, table, task_sections
+from moa.select.report import (
+    delta_text,
+    failed_items,
+    failure_warning,
+    summary,
+    table,
+    task_sections,
+)
 
-__all__ = ["multi_markdown", "multi_summary"]
+__all__ = ["multi_failed", "multi_markdown", "multi_summary"]
 
 POINTS = (
     "Δ is in points: percentage points for tasks scored 0-1 (accuracy, pass rate, win rate), "
@@ -46,6 +53,11 @@ def per_task_table(standing: Standing) -> list[str]:
     return table(header, rows)
 
 
+def multi_failed(selection: MultiSelection) -> int:
+    """Items that failed, over every task, split and configuration."""
+    return sum(len(e.failures()) for t in selection.tasks for _, _, e in failed_items(t))
+
+
 def multi_markdown(
     selection: MultiSelection, *, command: str = "", data: Mapping[str, str] | None = None
 ) -> str:
@@ -77,6 +89,9 @@ def multi_markdown(
         f"The rule: {RULE}. {POINTS}",
         "",
     ]
+    failed = multi_failed(selection)
+    if failed:
+        out += [f"**Warning:** {failure_warning(failed)}", ""]
     shown = [selection.standing(selection.recommended)]
     if selection.chosen != selection.recommended:
         shown.append(selection.standing(selection.chosen))
@@ -143,6 +158,7 @@ def multi_summary(
         "best_single_on_average_dev": name(selection.best_single),
         "self_moa": name(selection.self_moa),
         "verdict": selection.verdict,
+        "failed_items": multi_failed(selection),
         "per_task": [d.to_dict() for d in recommended.deltas] if recommended else [],
         "standings": [s.to_dict() for s in selection.standings],
         "skipped": [{"name": n, "why": w} for n, w in selection.skipped],

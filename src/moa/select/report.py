@@ -18,6 +18,8 @@ __all__ = [
     "config_yaml",
     "cost_cells",
     "delta_text",
+    "failed_items",
+    "failure_warning",
     "markdown",
     "score_text",
     "summary",
@@ -97,6 +99,38 @@ def _roles(selection: Selection, candidate: Candidate) -> str:
     return ", ".join(tags)
 
 
+def failed_items(selection: Selection) -> list[tuple[str, str, Evaluation]]:
+    """``(configuration, split, evaluation)`` of every evaluation in which items failed."""
+    found = [(t.candidate.name, "dev", t.dev) for t in selection.tried if t.dev.failures()]
+    found += [(n, "held-out", e) for n, e in selection.heldout.items() if e.failures()]
+    return found
+
+
+def failure_warning(count: int) -> str:
+    """What a report and the command say when ``count`` items failed."""
+    return (
+        f"{count} item{'s' if count != 1 else ''} failed and "
+        f"{'were' if count != 1 else 'was'} scored as wrong (see 'Failed items'): a score "
+        "that counts failures measures them, not the answers. Fix the cause (a call that "
+        "timed out on a slow CPU: --timeout) and run the same command again; the cache "
+        "keeps every call that succeeded."
+    )
+
+
+def _failure_section(selection: Selection, h: str) -> list[str]:
+    found = failed_items(selection)
+    if not found:
+        return []
+    out = [f"{h} Failed items", ""]
+    for name, split, evaluation in found:
+        failures = evaluation.failures()
+        out.append(
+            f"- {name}, {split}: {len(failures)} of {len(evaluation.outcomes)} items failed; "
+            f"the first ({failures[0].item_id}): {failures[0].error}"
+        )
+    return [*out, ""]
+
+
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -124,6 +158,9 @@ def markdown(selection: Selection, *, command: str = "", data: str = "") -> str:
         f"{selection.verdict}.",
         "",
     ]
+    failed = sum(len(e.failures()) for _, _, e in failed_items(selection))
+    if failed:
+        out += [f"**Warning:** {failure_warning(failed)}", ""]
     return "\n".join(out + task_sections(selection)) + "\n"
 
 
@@ -133,7 +170,8 @@ def task_sections(selection: Selection, level: int = 2) -> list[str]:
     percent = selection.task in ("gsm8k", "mmlu")
     unit = "accuracy %" if percent else "score"
     tried = selection.tried_by_name()
-    out = [
+    out = _failure_section(selection, h)
+    out += [
         f"{h} Held-out results ({len(selection.heldout_ids)} items)",
         "",
         f"Scores are {unit} with a 95% interval; Δ is the paired difference to the best single "
@@ -235,6 +273,7 @@ def _evaluation_data(evaluation: Evaluation) -> dict[str, Any]:
         "mean": evaluation.mean,
         "estimate": evaluation.estimate().to_dict(),
         "per_request": evaluation.per_request(),
+        "failed": len(evaluation.failures()),
         "items": [
             {"id": o.item_id, "score": o.score, "answer": o.answer, "error": o.error}
             for o in evaluation.outcomes
@@ -259,6 +298,7 @@ def summary(selection: Selection) -> dict[str, Any]:
         "best_single_heldout": name(selection.heldout_best_single),
         "self_moa": name(selection.self_moa),
         "verdict": selection.verdict,
+        "failed_items": sum(len(e.failures()) for _, _, e in failed_items(selection)),
         "dev": {
             t.candidate.name: {
                 **_evaluation_data(t.dev),
