@@ -286,3 +286,23 @@ def test_record_calls_refuses_what_it_cannot_see(
 
 def _scores(out: Path) -> list[object]:
     return [json.loads(line)["score"] for line in (out / "items.jsonl").read_text().splitlines()]
+
+
+def test_eval_names_every_model_to_pull_before_its_first_call(
+    tmp_path: Path, config: Path, provider: FunctionProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    monkeypatch.setenv("MOA_MODEL_DIR", str(models))
+    code, err = _eval(
+        tmp_path,
+        config,
+        "--system",
+        "local:qwen2.5-coder-0.5b",
+        "--system",
+        "local:smollm2-135m",
+        "--no-baselines",
+    )
+    assert code == 2
+    assert "moa models pull qwen2.5-coder-0.5b smollm2-135m" in " ".join(err.split())
+    assert provider.calls == []  # the configured mixture, listed first, made no call either

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 from moa.engine.budget import LatencyHistory
@@ -33,7 +33,7 @@ from moa.types import (
     as_messages,
 )
 
-__all__ = ["Mixture", "MixtureProvider", "Prompt"]
+__all__ = ["Mixture", "MixtureProvider", "Prompt", "check_mixtures", "check_models"]
 
 Prompt = str | Message | dict[str, Any] | list[Message] | list[dict[str, Any]] | tuple[Message, ...]
 
@@ -87,15 +87,7 @@ class Mixture:
         must pass. Makes no call, loads no model and never depends on the prompt,
         so a server can ask it for ``/v1/models``.
         """
-        missing: list[ModelNotInstalledError] = []
-        for model_id in self.spec.model_ids():
-            provider, model = self.providers.resolve(model_id)
-            try:
-                provider.check_model(model)
-            except ModelNotInstalledError as exc:
-                missing.append(exc)  # told together: one command pulls them all
-        if missing:
-            raise ModelNotInstalledError.combine(missing)
+        check_models(self.spec.model_ids(), self.providers)
         requires = get_strategy(self.spec.strategy.type).requires
         if requires is not None:
             requires(self.spec, self.providers)
@@ -240,3 +232,30 @@ class MixtureProvider(Provider):
     async def complete(self, request: CompletionRequest) -> Completion:
         result = await self.mixture.arun(request.messages, params=request.params)
         return Completion(result.output, result.usage, result.aggregator.finish_reason, self.name)
+
+
+def check_models(model_ids: Iterable[str], providers: ProviderRegistry) -> None:
+    """Every model id resolves and its provider knows of nothing missing; local models that
+    are not installed are told together, with one command that pulls them all."""
+    missing: list[ModelNotInstalledError] = []
+    for model_id in dict.fromkeys(model_ids):
+        provider, model = providers.resolve(model_id)
+        try:
+            provider.check_model(model)
+        except ModelNotInstalledError as exc:
+            missing.append(exc)
+    if missing:
+        raise ModelNotInstalledError.combine(missing)
+
+
+def check_mixtures(mixtures: Iterable[Mixture]) -> None:
+    """:meth:`Mixture.check` for each, before a run that uses them all: local models that are
+    not installed are told together, however many mixtures use them; any other error at once."""
+    missing: list[ModelNotInstalledError] = []
+    for mixture in mixtures:
+        try:
+            mixture.check()
+        except ModelNotInstalledError as exc:
+            missing.append(exc)
+    if missing:
+        raise ModelNotInstalledError.combine(missing)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from moa.config import MixtureConfig
-from moa.engine.mixture import Mixture
+from moa.engine.mixture import Mixture, check_mixtures
 from moa.engine.spec import MixtureSpec
 from moa.errors import ConfigError
 from moa.eval.datasets import EvalItem
@@ -303,8 +303,8 @@ class EvalRun:
         self._restore_self_moa()
         observer.start(self._total(), self.count_done(self.systems, self.log.completed()))
         self.write_run_info()
-        for system in self.systems:
-            Mixture(system.spec, self.registry).check()
+        specs = [s.spec for s in self.systems] + ([] if self.judge is None else [self.judge])
+        check_mixtures(Mixture(spec, self.registry) for spec in specs)
         size = self.options.block or len(self.items)
         session = (
             self._ray().session() if self.options.engine == "ray" else contextlib.nullcontext()

@@ -12,10 +12,10 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from moa.engine.mixture import Mixture
+from moa.engine.mixture import Mixture, check_models
 from moa.engine.result import Result
 from moa.engine.spec import MixtureSpec
-from moa.errors import ConfigError, MoAError, ModelNotInstalledError
+from moa.errors import ConfigError, MoAError
 from moa.eval.code import score_code
 from moa.eval.datasets import EvalItem
 from moa.eval.judge import Judge
@@ -130,15 +130,7 @@ class Evaluator:
         a model never pulled would lose the time spent before it, so every missing
         local model is named at once, with the one command that pulls them all.
         """
-        missing: list[ModelNotInstalledError] = []
-        for model_id in dict.fromkeys(pool):
-            provider, model = self.registry.resolve(model_id)
-            try:
-                provider.check_model(model)
-            except ModelNotInstalledError as exc:
-                missing.append(exc)
-        if missing:
-            raise ModelNotInstalledError.combine(missing)
+        check_models(pool, self.registry)
         if self.judge is not None:
             self.judge.mixture.check()
 
