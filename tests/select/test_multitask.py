@@ -61,7 +61,12 @@ def two_task_pool(item_number: ItemNumber, mixture_right: Rule) -> FunctionProvi
 
 
 def multi_run(
-    gsm8k: Path, mmlu: Path, floors: str = "", limits: str = "", **options: object
+    gsm8k: Path,
+    mmlu: Path,
+    floors: str = "",
+    limits: str = "",
+    heldouts: str = "",
+    **options: object,
 ) -> MultiSelectRun:
     defaults: dict[str, object] = {
         "pool": ("fake:strong", "fake:weak"),
@@ -76,6 +81,7 @@ def multi_run(
         [str(gsm8k), str(mmlu)],
         [floors] if floors else [],
         limits.split() if limits else [],
+        heldouts.split() if heldouts else [],
     )
     return MultiSelectRun(search, tasks, cache=None)
 
@@ -183,6 +189,23 @@ async def test_a_per_task_limit_carves_only_that_tasks_splits_from_its_first_ite
     assert choice.dev_ids + choice.heldout_ids != [item.id for item in questions[:36]]
 
 
+async def test_a_per_task_heldout_extends_only_that_tasks_heldout_split(
+    gsm8k: Path, mmlu: Path, item_number: ItemNumber
+) -> None:
+    provider = two_task_pool(item_number, helps_math_only)
+    registry = ProviderRegistry().add("fake", provider)
+    plain = await multi_run(gsm8k, mmlu).arun(registry)
+    run = multi_run(gsm8k, mmlu, heldouts="mmlu=24")
+    assert [t.heldout for t in run.tasks] == [None, 24]
+    larger = await run.arun(registry)
+    for before, after in zip(plain.tasks, larger.tasks, strict=True):
+        assert after.dev_ids == before.dev_ids  # the same dev split: its calls are shared
+        assert after.heldout_ids[:20] == before.heldout_ids  # and the next items after it
+    assert [len(t.heldout_ids) for t in larger.tasks] == [20, 24]
+    recommended = larger.standing(larger.recommended)
+    assert recommended is not None and [d.delta.n for d in recommended.deltas] == [20, 24]
+
+
 async def test_a_mixture_that_meets_every_floor_and_wins_on_both_tasks_is_chosen(
     gsm8k: Path, mmlu: Path, item_number: ItemNumber, tmp_path: Path
 ) -> None:
@@ -255,6 +278,12 @@ def test_tasks_pair_with_their_data_floors_and_limits(gsm8k: Path, mmlu: Path) -
     with pytest.raises(ConfigError, match="--limit: give at most one"):
         task_list(["gsm8k", "mmlu"], ["a", "b"], [], ["1", "2"])
     assert task_list(["gsm8k"], ["a"]) == (TaskData("gsm8k", "a", 2.0),)
+    sized = task_list(
+        ["gsm8k", "mmlu", "humaneval"], ["a", "b", "c"], [], [], ["150", "humaneval=114"]
+    )
+    assert [t.heldout for t in sized] == [150, 150, 114]
+    with pytest.raises(ConfigError, match="--heldout mmlu=none: give a whole number"):
+        task_list(["gsm8k", "mmlu"], ["a", "b"], [], [], ["mmlu=none"])
     with pytest.raises(ConfigError, match=r"--data: give one per --task.*2 --task, 1 --data"):
         task_list(["gsm8k", "mmlu"], ["a"])
     with pytest.raises(ConfigError, match="--task gsm8k is given twice"):

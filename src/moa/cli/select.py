@@ -120,7 +120,15 @@ def select_command(
         typer.Option("--config", "-c", help="A config whose providers:/local: blocks to use."),
     ] = None,
     dev: Annotated[int, typer.Option(help="Items searched on.", min=1)] = 30,
-    heldout: Annotated[int, typer.Option(help="Items the choice is verified on.", min=1)] = 50,
+    heldout: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--heldout",
+            help="Items the choice is verified on, after the dev split (default 50). N for "
+            "every task, TASK=N for one (tasks differ in size: humaneval=114 beside gsm8k=150); "
+            "repeatable.",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the shuffle that carves the splits.")] = 0,
     limit: Annotated[
         list[str] | None,
@@ -199,17 +207,18 @@ def select_command(
         write_multi_outputs,
         write_outputs,
     )
-    from moa.select.search import SearchOptions
+    from moa.select.search import DEFAULT_HELDOUT, SearchOptions
 
     console = Console(stderr=True, highlight=False)
     with reporting_errors():
-        several = task_list(tasks, data, floors or (), limit or ())
+        several = task_list(tasks, data, floors or (), limit or (), heldout or ())
         options = SearchOptions(
             pool=tuple(models),
             budget=Budget(max_calls, max_request_tokens, max_latency),
             sampling=Sampling(max_tokens, temperature, samples),
             dev=dev,
-            heldout=heldout,
+            # Several tasks: each task's own size (TaskData), where given, in place of this one.
+            heldout=(several[0].heldout if len(several) == 1 else None) or DEFAULT_HELDOUT,
             seed=seed,
             # Several tasks: each task's own limit (TaskData), in place of this one.
             limit=several[0].limit if len(several) == 1 else None,

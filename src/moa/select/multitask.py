@@ -253,11 +253,13 @@ async def run_multi_search(
     log: Callable[[str], None] = lambda _: None,
     embedder: Embedder | None = None,
     limits: Mapping[str, int | None] | None = None,
+    heldouts: Mapping[str, int] | None = None,
 ) -> MultiSelection:
     """Choose one configuration for every task in ``tasks`` (name: its evaluator and items).
 
     ``limits``: a task's own limit on the items its splits are carved from, in place of
-    ``options.limit``."""
+    ``options.limit``; ``heldouts``: a task's own held-out size, in place of
+    ``options.heldout``."""
     if len(options.pool) < 1:
         raise ConfigError("give at least one candidate model (--model)")
     if len(set(options.pool)) != len(options.pool):
@@ -266,7 +268,8 @@ async def run_multi_search(
     for name, (evaluator, items) in tasks.items():
         try:
             limit = (limits or {}).get(name, options.limit)
-            splits = split_items(items, options.dev, options.heldout, options.seed, limit)
+            heldout = (heldouts or {}).get(name, options.heldout)
+            splits = split_items(items, options.dev, heldout, options.seed, limit)
         except ConfigError as exc:
             raise ConfigError(f"--task {name}: {exc}") from None
 

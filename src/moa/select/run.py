@@ -142,13 +142,15 @@ def write_outputs(
 
 @dataclass(frozen=True)
 class TaskData:
-    """One task of a selection over several: its name, its data, its floor in points, and
-    the first how many items its splits are carved from (all when None)."""
+    """One task of a selection over several: its name, its data, its floor in points, the
+    first how many items its splits are carved from (all when None), and its held-out
+    split's size (the selection's ``heldout`` when None)."""
 
     name: str
     data: str
     floor: float = DEFAULT_FLOOR
     limit: int | None = None
+    heldout: int | None = None
 
 
 DEFAULT_DATA = "default"
@@ -176,17 +178,20 @@ def _floor(given: str, text: str) -> float:
     return value
 
 
-def _limit(given: str, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(
-            f"--limit {given}: give a whole number of items of 1 or more, for every task (200) "
-            "or one (gsm8k=200)"
-        )
-    return value
+def _items(flag: str) -> Callable[[str, str], int]:
+    def parse(given: str, text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ConfigError(
+                f"{flag} {given}: give a whole number of items of 1 or more, for every task "
+                "(200) or one (gsm8k=200)"
+            )
+        return value
+
+    return parse
 
 
 def _per_task(
@@ -222,11 +227,13 @@ def task_list(
     data: Sequence[str],
     floors: Sequence[str] = (),
     limits: Sequence[str] = (),
+    heldouts: Sequence[str] = (),
 ) -> tuple[TaskData, ...]:
-    """Pair each ``--task`` with the ``--data`` in the same place, and give each its floor
-    and limit.
+    """Pair each ``--task`` with the ``--data`` in the same place, and give each its floor,
+    limit and held-out size.
 
-    A ``--floor`` or ``--limit`` is ``N`` (every task) or ``TASK=N`` (that task, over ``N``).
+    A ``--floor``, ``--limit`` or ``--heldout`` is ``N`` (every task) or ``TASK=N`` (that
+    task, over ``N``).
     """
     if len(data) != len(tasks):
         raise ConfigError(
@@ -238,13 +245,15 @@ def task_list(
         if names.count(name) > 1:
             raise ConfigError(f"--task {name} is given twice: give each task once")
     floor, floor_of = _per_task("--floor", floors, names, _floor)
-    limit, limit_of = _per_task("--limit", limits, names, _limit)
+    limit, limit_of = _per_task("--limit", limits, names, _items("--limit"))
+    heldout, heldout_of = _per_task("--heldout", heldouts, names, _items("--heldout"))
     return tuple(
         TaskData(
             n,
             _data(n, d),
             floor_of.get(n, DEFAULT_FLOOR if floor is None else floor),
             limit_of.get(n, limit),
+            heldout_of.get(n, heldout),
         )
         for n, d in zip(names, data, strict=True)
     )
@@ -298,9 +307,16 @@ class MultiSelectRun:
         embedder = minilm_embedder() if self.embeddings else None
         floors = {t.name: t.floor for t in self.tasks}
         limits = {t.name: t.limit for t in self.tasks}
+        heldouts = {t.name: t.heldout for t in self.tasks if t.heldout is not None}
         try:
             return await run_multi_search(
-                self.options, parts, floors, log=log, embedder=embedder, limits=limits
+                self.options,
+                parts,
+                floors,
+                log=log,
+                embedder=embedder,
+                limits=limits,
+                heldouts=heldouts,
             )
         finally:
             await registry.aclose()

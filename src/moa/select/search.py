@@ -30,6 +30,7 @@ from moa.select.diversity import Embedder, PairDiversity, pair_diversity
 from moa.select.evaluate import Evaluation, Evaluator
 
 __all__ = [
+    "DEFAULT_HELDOUT",
     "SearchOptions",
     "Selection",
     "TaskSearch",
@@ -45,13 +46,17 @@ HEADROOM_SHARE = 0.3
 """Part of the gap up to the oracle that an aggregator is assumed to close (ordering only)."""
 
 
+DEFAULT_HELDOUT = 50
+"""Held-out items per task when ``--heldout`` does not say."""
+
+
 @dataclass(frozen=True)
 class SearchOptions:
     pool: tuple[str, ...]
     budget: Budget = field(default_factory=Budget)
     sampling: Sampling = field(default_factory=Sampling)
     dev: int = 30
-    heldout: int = 50
+    heldout: int = DEFAULT_HELDOUT
     seed: int = 0
     limit: int | None = None
     """Carve the splits from the first ``limit`` items only (all items when None)."""
