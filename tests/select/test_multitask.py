@@ -31,6 +31,7 @@ from moa.select import (
     write_multi_outputs,
 )
 from moa.select.floors import rank
+from moa.select.multireport import multi_markdown
 from moa.strategies.vote import VoteOptions
 from moa.testing import FunctionProvider
 from moa.types import CompletionRequest
@@ -370,6 +371,13 @@ async def test_code_requests_are_routed_to_the_check_on_their_examples(
     heldout = selection.tasks[1].heldout_ids
     fixed = [i for i in heldout if int(i.split("/")[1]) % 4 == 0]  # greedy wrong, samples right
     assert code_delta.delta.mean == pytest.approx(100 * len(fixed) / len(heldout))
+    # The task's own section gives pass rates in percent and Δ in points, as the table above.
+    section = multi_markdown(selection).split("## Task humaneval")[1]
+    assert "| configuration | pass rate % | Δ vs best single |" in section
+    gain = (
+        f"+{code_delta.delta.mean:.1f} [{code_delta.delta.low:+.1f}, {code_delta.delta.high:+.1f}]"
+    )
+    assert gain in section
 
 
 def test_data_default_is_the_data_a_task_ships_with() -> None:

@@ -9,6 +9,7 @@ import yaml
 
 from moa.config import Endpoints
 from moa.eval.stats import Estimate
+from moa.eval.tasks import get_task
 from moa.select.candidates import Candidate, Sampling
 from moa.select.evaluate import Evaluation
 from moa.select.search import Selection
@@ -167,8 +168,9 @@ def markdown(selection: Selection, *, command: str = "", data: str = "") -> str:
 def task_sections(selection: Selection, level: int = 2) -> list[str]:
     """The held-out results, the configurations tried on dev, diversity, what was not run."""
     h = "#" * level
-    percent = selection.task in ("gsm8k", "mmlu")
-    unit = "accuracy %" if percent else "score"
+    task = get_task(selection.task)
+    percent = task.binary  # right or wrong per item: in percent, Δ in percentage points
+    unit = ("pass rate %" if task.kind == "code" else "accuracy %") if percent else "score"
     tried = selection.tried_by_name()
     out = _failure_section(selection, h)
     out += [
