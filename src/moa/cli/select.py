@@ -198,7 +198,7 @@ def select_command(
     """
     from moa.select.candidates import Budget, Sampling
     from moa.select.multireport import multi_failed
-    from moa.select.report import failed_items, failure_warning
+    from moa.select.report import failed_count, failure_warning
     from moa.select.run import (
         DEFAULT_CACHE,
         MultiSelectRun,
@@ -262,7 +262,7 @@ def select_command(
                 selection = asyncio.run(run.arun(log=log, progress=progress))
             paths = write_outputs(selection, run, out, command=command)
             verdict = selection.verdict
-            failed = sum(len(e.failures()) for _, _, e in failed_items(selection))
+            failed = failed_count(selection)
         else:
             joint = MultiSelectRun(
                 options,

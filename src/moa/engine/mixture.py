@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 from moa.engine.budget import LatencyHistory
@@ -234,28 +235,31 @@ class MixtureProvider(Provider):
         return Completion(result.output, result.usage, result.aggregator.finish_reason, self.name)
 
 
-def check_models(model_ids: Iterable[str], providers: ProviderRegistry) -> None:
-    """Every model id resolves and its provider knows of nothing missing; local models that
-    are not installed are told together, with one command that pulls them all."""
+def _told_together(checks: Iterable[Callable[[], None]]) -> None:
+    """Run every check; the local models not installed that they find are told together,
+    with one command that pulls them all. Any other error stops at once."""
     missing: list[ModelNotInstalledError] = []
-    for model_id in dict.fromkeys(model_ids):
-        provider, model = providers.resolve(model_id)
+    for check in checks:
         try:
-            provider.check_model(model)
+            check()
         except ModelNotInstalledError as exc:
             missing.append(exc)
     if missing:
         raise ModelNotInstalledError.combine(missing)
+
+
+def check_models(model_ids: Iterable[str], providers: ProviderRegistry) -> None:
+    """Every model id resolves and its provider knows of nothing missing (a local model file
+    that is not installed); the missing ones are told together."""
+
+    def check(model_id: str) -> None:
+        provider, model = providers.resolve(model_id)
+        provider.check_model(model)
+
+    _told_together(partial(check, model_id) for model_id in dict.fromkeys(model_ids))
 
 
 def check_mixtures(mixtures: Iterable[Mixture]) -> None:
     """:meth:`Mixture.check` for each, before a run that uses them all: local models that are
-    not installed are told together, however many mixtures use them; any other error at once."""
-    missing: list[ModelNotInstalledError] = []
-    for mixture in mixtures:
-        try:
-            mixture.check()
-        except ModelNotInstalledError as exc:
-            missing.append(exc)
-    if missing:
-        raise ModelNotInstalledError.combine(missing)
+    not installed are told together, however many mixtures use them."""
+    _told_together(mixture.check for mixture in mixtures)

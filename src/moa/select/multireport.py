@@ -10,7 +10,7 @@ from moa.select.floors import RULE, Standing
 from moa.select.multitask import MultiSelection
 from moa.select.report import (
     delta_text,
-    failed_items,
+    failed_count,
     failure_warning,
     summary,
     table,
@@ -55,7 +55,7 @@ def per_task_table(standing: Standing) -> list[str]:
 
 def multi_failed(selection: MultiSelection) -> int:
     """Items that failed, over every task, split and configuration."""
-    return sum(len(e.failures()) for t in selection.tasks for _, _, e in failed_items(t))
+    return sum(failed_count(task) for task in selection.tasks)
 
 
 def multi_markdown(

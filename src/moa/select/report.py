@@ -19,6 +19,7 @@ __all__ = [
     "config_yaml",
     "cost_cells",
     "delta_text",
+    "failed_count",
     "failed_items",
     "failure_warning",
     "markdown",
@@ -107,6 +108,11 @@ def failed_items(selection: Selection) -> list[tuple[str, str, Evaluation]]:
     return found
 
 
+def failed_count(selection: Selection) -> int:
+    """Items that failed, over every split and configuration."""
+    return sum(len(e.failures()) for _, _, e in failed_items(selection))
+
+
 def failure_warning(count: int) -> str:
     """What a report and the command say when ``count`` items failed."""
     return (
@@ -159,7 +165,7 @@ def markdown(selection: Selection, *, command: str = "", data: str = "") -> str:
         f"{selection.verdict}.",
         "",
     ]
-    failed = sum(len(e.failures()) for _, _, e in failed_items(selection))
+    failed = failed_count(selection)
     if failed:
         out += [f"**Warning:** {failure_warning(failed)}", ""]
     return "\n".join(out + task_sections(selection)) + "\n"
@@ -300,7 +306,7 @@ def summary(selection: Selection) -> dict[str, Any]:
         "best_single_heldout": name(selection.heldout_best_single),
         "self_moa": name(selection.self_moa),
         "verdict": selection.verdict,
-        "failed_items": sum(len(e.failures()) for _, _, e in failed_items(selection)),
+        "failed_items": failed_count(selection),
         "dev": {
             t.candidate.name: {
                 **_evaluation_data(t.dev),
