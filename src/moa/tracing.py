@@ -198,6 +198,8 @@ class Tracing:
                     attributes[f"gen_ai.request.{name}"] = value
         if call.cost is not None:
             attributes["moa.cost_usd"] = call.cost
+        if call.queued_s:
+            attributes["moa.queued_s"] = round(call.queued_s, 4)
         if self.capture_content:
             attributes["gen_ai.input.messages"] = json.dumps([m.to_dict() for m in call.messages])
             if call.output is not None:

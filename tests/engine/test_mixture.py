@@ -250,6 +250,21 @@ async def test_provider_concurrency_limit_is_respected() -> None:
     assert fake.max_in_flight == 2
 
 
+async def test_a_call_that_waits_for_the_limit_says_how_long() -> None:
+    fake = FakeProvider(delay=0.1, max_concurrency=1)
+    spec = {
+        "layers": [[{"model": "fake:a"}, {"model": "fake:b"}]],
+        "aggregator": {"model": "fake:agg"},
+    }
+    result = await mixture(spec, fake).arun("hi")
+    first, second = sorted(result.layers[0].agents, key=lambda a: a.queued_s)
+    assert first.queued_s < 0.05  # the slot was free
+    assert second.queued_s >= 0.08  # it waited for the first call's 0.1 s
+    assert second.latency_s >= second.queued_s + 0.09  # and its latency includes the wait
+    assert result.aggregator.queued_s < 0.05
+    assert first.to_dict()["queued_s"] == round(first.queued_s, 4)
+
+
 async def test_a_provider_s_limit_counts_its_calls_by_its_concurrency_key() -> None:
     class PerModel(FakeProvider):
         def concurrency_key(self, request: CompletionRequest) -> Hashable:

@@ -60,6 +60,7 @@ async def test_a_question_with_a_number_stops_after_three_agreeing_samples() -> 
     assert [call.params.seed for call in provider.calls] == [0, 1, 2]
     assert provider.calls[0].params.temperature == 0.0
     assert any("decided after 3 of 5" in n for n in result.notes)
+    assert result.layers[0].waves == ()  # one wave: every sample started at once
 
 
 async def test_an_open_first_wave_draws_the_rest_into_the_same_layer() -> None:
@@ -71,6 +72,9 @@ async def test_an_open_first_wave_draws_the_rest_into_the_same_layer() -> None:
     assert [a.agent for a in layer.agents] == [f"sample {i}" for i in range(1, 6)]
     assert [a.index for a in layer.agents] == [0, 1, 2, 3, 4]
     assert result.usage.calls == 5
+    assert layer.waves == (3, 2)  # the rest started once the first three were done
+    assert [len(wave) for wave in layer.in_waves()] == [3, 2]
+    assert layer.to_dict()["waves"] == [3, 2]
 
 
 def layer_events(events: list[Event]) -> list[tuple[str, int, tuple[str, ...]]]:

@@ -71,6 +71,8 @@ class CallProgress:
     started: float = field(default_factory=time.perf_counter)
     first_token: float | None = None
     attempts: int = 0
+    queued: float = 0.0
+    """Seconds spent waiting for a free slot of the provider's concurrency limit."""
 
     @property
     def so_far(self) -> str:
@@ -146,7 +148,9 @@ async def _call_with_retries(
                 ticket = breaker.check(call.model)
             # The breaker counts an attempt as a success once its first token is in.
             answered = None if breaker is None else partial(breaker.succeeded, ticket)
+            waiting = time.perf_counter()
             async with _limiter(call.provider, request):
+                progress.queued += time.perf_counter() - waiting
                 attempt_usage, finish = await _attempt(call, request, progress, on_delta, answered)
             usage = usage + attempt_usage
             if not call.continue_final and not progress.so_far.strip():
@@ -276,6 +280,7 @@ def _result(
         usage=usage,
         latency_s=now - progress.started,
         ttft_s=None if progress.first_token is None else progress.first_token - progress.started,
+        queued_s=progress.queued,
         attempts=progress.attempts,
         finish_reason=finish_reason,
         cost=cost,

@@ -181,7 +181,8 @@ class RunContext:
             labels = tuple(c.label for c in calls)
             self.emit(LayerStarted(result.index, "proposer", labels, first_index=start))
             added = await asyncio.gather(*(self._run_agent(call) for call in calls))
-            result = replace(result, agents=(*result.agents, *added))
+            waves = result.waves or (start,)
+            result = replace(result, agents=(*result.agents, *added), waves=(*waves, len(added)))
         return result
 
     async def _run_agent(

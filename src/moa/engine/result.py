@@ -28,6 +28,9 @@ class AgentResult:
     usage: Usage = field(default_factory=Usage)
     latency_s: float = 0.0
     ttft_s: float | None = None
+    queued_s: float = 0.0
+    """The part of ``latency_s`` spent waiting for a free slot of the provider's
+    concurrency limit (other calls held them), before any attempt could be sent."""
     attempts: int = 1
     finish_reason: str | None = None
     cost: float | None = None
@@ -63,6 +66,7 @@ class AgentResult:
             "usage": self.usage.to_dict(),
             "latency_s": round(self.latency_s, 4),
             "ttft_s": None if self.ttft_s is None else round(self.ttft_s, 4),
+            "queued_s": round(self.queued_s, 4),
             "attempts": self.attempts,
             "finish_reason": self.finish_reason,
             "cost": self.cost,
@@ -80,10 +84,23 @@ class LayerResult:
     agents: tuple[AgentResult, ...]
     min_ok: int = 1
     notes: tuple[str, ...] = ()
+    waves: tuple[int, ...] = ()
+    """How many agents each wave started, in order, when the layer was drawn in waves
+    (an adaptive vote, a code check): a wave starts when the one before it is done.
+    Empty when every agent started at once."""
 
     @property
     def answers(self) -> list[AgentResult]:
         return [a for a in self.agents if a.ok]
+
+    def in_waves(self) -> list[tuple[AgentResult, ...]]:
+        """The agents grouped by the wave that started them (one group without waves)."""
+        groups: list[tuple[AgentResult, ...]] = []
+        start = 0
+        for size in self.waves or (len(self.agents),):
+            groups.append(self.agents[start : start + size])
+            start += size
+        return groups
 
     @property
     def failures(self) -> list[AgentResult]:
@@ -91,7 +108,8 @@ class LayerResult:
 
     @property
     def latency_s(self) -> float:
-        return max((a.latency_s for a in self.agents), default=0.0)
+        """Per wave its slowest agent, summed over the waves."""
+        return sum(max((a.latency_s for a in wave), default=0.0) for wave in self.in_waves())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +117,7 @@ class LayerResult:
             "min_ok": self.min_ok,
             "agents": [a.to_dict() for a in self.agents],
             "notes": list(self.notes),
+            **({"waves": list(self.waves)} if self.waves else {}),
         }
 
 

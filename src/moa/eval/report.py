@@ -354,8 +354,11 @@ def _notes(summary: RunSummary) -> list[str]:
         )
     lines.append(
         "- Tokens, calls and latency are per item and count every call of the system "
-        "(judge calls excluded). Latency of items whose calls came from the call cache is "
-        "rebuilt from the original call durations along the critical path."
+        "(judge calls excluded). Latency is the item's wall time, except where a call came "
+        "from the call cache or waited for a free slot of its provider's concurrency limit "
+        "(held by other items' calls): then it is rebuilt along the critical path from each "
+        "call's own duration (the original call's for a cache hit), so that systems compare "
+        "however their calls were served."
     )
     failed = [s for s in summary.systems if s.errors]
     if failed and not unjudged:

@@ -1,48 +1,59 @@
-"""Latency of a run whose calls may have come from the call cache.
+"""Latency of an eval item, comparable between systems however their calls were served.
 
-A cached call returns at once, so the wall time of a resumed or cache-sharing
-run says nothing about the system. Each cache hit carries the duration of the
-call that filled the cache; the latency of the run is then rebuilt along its
-critical path: per layer the slowest call, plus the extra calls, plus the
-aggregator (the engine's own orchestration overhead is small and left out).
+Two things make an item's wall time say little about the system that answered it:
+a call served from the call cache returns at once, and a call may wait for a free
+slot of its provider's concurrency limit while other items' calls hold them (for
+how long depends on how many items run at once, not on the system). An item whose
+calls did neither is timed by its wall time (``measured``). Otherwise its latency
+is rebuilt along the critical path from each call's own duration: the duration of
+the call that filled the cache for a hit (``replayed``), the time from its free
+slot to its end for a call that waited (``rebuilt``). The critical path is, per
+layer and per wave of it, the slowest call; then the extra calls one after another;
+then the aggregator. The engine's own work between calls is small and left out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from moa.engine.result import AgentResult, Result
 from moa.providers.cache import CacheHit
 
-__all__ = ["Timing", "replayed_timing"]
+__all__ = ["LatencySource", "Timing", "item_timing"]
+
+LatencySource = Literal["measured", "replayed", "rebuilt"]
 
 
 @dataclass(frozen=True)
 class Timing:
     latency_s: float
     ttft_s: float | None
-    replayed: bool
-    """Some call came from the cache: the numbers are rebuilt from the original durations."""
+    source: LatencySource
 
 
-def replayed_timing(result: Result, hits: Sequence[CacheHit]) -> Timing:
-    """The latency and time to first token of ``result`` as if no call had been cached."""
-    if not hits:
-        return Timing(result.latency_s, result.ttft_s, False)
+def item_timing(result: Result, hits: Sequence[CacheHit]) -> Timing:
+    """The latency and time to first token of ``result``, as if no call had waited."""
+    calls = list(result.calls())
+    if not hits and not any(call.queued_s for call in calls):
+        return Timing(result.latency_s, result.ttft_s, "measured")
     pool = list(hits)
 
-    def original(call: AgentResult) -> tuple[float, float | None]:
+    def own(call: AgentResult) -> tuple[float, float | None]:
         for index, hit in enumerate(pool):
             if hit.model_id == call.model and hit.text == (call.output or ""):
                 del pool[index]
                 return hit.latency_s, hit.ttft_s
-        return call.latency_s, call.ttft_s
+        ttft = None if call.ttft_s is None else max(call.ttft_s - call.queued_s, 0.0)
+        return max(call.latency_s - call.queued_s, 0.0), ttft
 
     before_final = sum(
-        max((original(call)[0] for call in layer.agents), default=0.0) for layer in result.layers
+        max((own(call)[0] for call in wave), default=0.0)
+        for layer in result.layers
+        for wave in layer.in_waves()
     )
-    before_final += sum(original(call)[0] for call in result.extra_calls)
-    final_latency, final_ttft = original(result.aggregator)
+    before_final += sum(own(call)[0] for call in result.extra_calls)
+    final_latency, final_ttft = own(result.aggregator)
     ttft = before_final + (final_ttft if final_ttft is not None else final_latency)
-    return Timing(before_final + final_latency, ttft, True)
+    return Timing(before_final + final_latency, ttft, "replayed" if hits else "rebuilt")

@@ -28,7 +28,7 @@ from moa.eval.prompts import PromptSet
 from moa.eval.scorers import score_exact_record
 from moa.eval.systems import System
 from moa.eval.tasks import Task, get_task
-from moa.eval.timing import replayed_timing
+from moa.eval.timing import Timing, item_timing
 from moa.history import RunLog, setup_of
 from moa.providers.cache import recording_hits, registry_with_cache
 from moa.providers.registry import ProviderRegistry
@@ -108,7 +108,7 @@ class EvalWorker:
         }
         history: list[Message] = []
         results: list[Result] = []
-        timings = []
+        timings: list[Timing] = []
         run_ids: list[str] = []
         try:
             for turn in range(len(item.turns)):
@@ -116,7 +116,7 @@ class EvalWorker:
                 with recording_hits() as hits:
                     result = await self._answer(system, mixture, history, run_ids)
                 results.append(result)
-                timings.append(replayed_timing(result, hits))
+                timings.append(item_timing(result, hits))
                 history.append(Message("assistant", result.output))
         except ConfigError:
             raise  # a broken setup fails every item: stop instead of logging each failure
@@ -211,15 +211,18 @@ class EvalWorkers:
         )
 
 
-def _accounting(results: Sequence[Result], timings: Sequence[Any]) -> dict[str, Any]:
+def _accounting(results: Sequence[Result], timings: Sequence[Timing]) -> dict[str, Any]:
     usage = Usage.sum(r.usage for r in results)
     costs = [r.cost for r in results if r.cost is not None]
+    sources = {t.source for t in timings}
+    source = next((s for s in ("replayed", "rebuilt") if s in sources), "measured")
     return {
         "usage": usage.to_dict(),
         "cost": sum(costs) if costs else None,
         "latency_s": round(sum(t.latency_s for t in timings), 4),
         "ttft_s": round(timings[0].ttft_s, 4) if timings and timings[0].ttft_s else None,
-        "latency_source": "replayed" if any(t.replayed for t in timings) else "measured",
+        "latency_source": source,
+        "wall_s": round(sum(r.latency_s for r in results), 4),
     }
 
 
@@ -235,6 +238,7 @@ def _call_records(result: Result, turn: int) -> list[dict[str, Any]]:
             "error": call.error,
             "usage": call.usage.to_dict(),
             "latency_s": round(call.latency_s, 4),
+            **({"queued_s": round(call.queued_s, 4)} if call.queued_s else {}),
             "finish_reason": call.finish_reason,
             **({} if call.computed is None else {"computed": call.computed}),
         }

@@ -22,7 +22,7 @@ from moa.eval.judge import Judge
 from moa.eval.prompts import PromptSet
 from moa.eval.stats import Estimate, mean_ci, paired_difference
 from moa.eval.tasks import Task
-from moa.eval.timing import replayed_timing
+from moa.eval.timing import item_timing
 from moa.providers.cache import recording_hits
 from moa.providers.registry import ProviderRegistry
 from moa.types import Message, Usage
@@ -165,7 +165,7 @@ class Evaluator:
                 history.append(Message("user", self.task.user_message(item, turn, self.prompts)))
                 with recording_hits() as hits:
                     result = await mixture.arun(history)
-                latency += replayed_timing(result, hits).latency_s
+                latency += item_timing(result, hits).latency_s
                 results.append(result)
                 history.append(Message("assistant", result.output))
         except ConfigError:
