@@ -306,3 +306,36 @@ def test_eval_names_every_model_to_pull_before_its_first_call(
     assert code == 2
     assert "moa models pull qwen2.5-coder-0.5b smollm2-135m" in " ".join(err.split())
     assert provider.calls == []  # the configured mixture, listed first, made no call either
+
+
+def test_plain_progress_marks_replayed_items_and_paces_the_eta_by_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from moa.cli import eta
+    from moa.cli import eval as eval_cli
+
+    clock = iter([0.0, 0.01, 0.02, 60.02, 180.02])  # two items from the cache, 60 s, 120 s
+    monkeypatch.setattr(eta.time, "monotonic", lambda: next(clock))
+    out = io.StringIO()
+    progress = eval_cli._ProgressObserver(Console(file=out, width=200))
+    progress.start(10, 0)
+    for item, source in enumerate(["replayed", "replayed", "measured", "rebuilt"]):
+        progress.finished(
+            {
+                "system": "s",
+                "item_id": item,
+                "score": 1.0,
+                "latency_s": 30,
+                "latency_source": source,
+            }
+        )
+    progress.stop()
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("[")]
+    assert lines[0] == "[1/10] s item 0: score 1, 30.0s replayed; ETA ?"
+    assert lines[1].endswith("30.0s replayed; ETA ?")
+    assert lines[2].endswith("item 2: score 1, 30.0s; ETA 7 min")  # 60 s an item, 7 left
+    assert lines[3].endswith("ETA 9 min")  # (60 + 120) / 2 = 90 s an item, 6 left

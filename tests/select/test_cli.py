@@ -118,11 +118,12 @@ def test_select_limit_reaches_the_splits(gsm8k: Path, tmp_path: Path) -> None:
 def test_plain_progress_paces_the_eta_by_items_that_took_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from moa.cli import eta
     from moa.cli import select as select_cli
     from moa.select.evaluate import Outcome
 
     clock = iter([0.0, 0.01, 0.02, 60.02, 180.02])  # two cached items, then 60 s and 120 s
-    monkeypatch.setattr(select_cli.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(eta.time, "monotonic", lambda: next(clock))
     out = io.StringIO()
     progress = select_cli._ItemProgress(Console(file=out, width=200))
     for done in range(1, 5):

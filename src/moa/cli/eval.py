@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +24,7 @@ from moa.cli.common import (
     reporting_errors,
     stopping_on_sigterm,
 )
+from moa.cli.eta import PacedEta
 from moa.cli.recording import LogContentOption, content_policy
 from moa.errors import ConfigError
 from moa.providers.cache import DEFAULT_CACHE
@@ -56,8 +56,7 @@ class _ProgressObserver:
         self.task_id = self.progress.add_task("eval", total=None)
         self.total = 0
         self.done = 0
-        self.fresh = 0
-        self.started = time.monotonic()
+        self.eta = PacedEta()
 
     def start(self, total: int, done: int) -> None:
         first = self.total == 0
@@ -75,18 +74,19 @@ class _ProgressObserver:
 
     def finished(self, record: dict[str, Any]) -> None:
         self.done += 1
-        self.fresh += 1
+        self.eta.arrived()
         self.progress.advance(self.task_id)
         if self.live:
             return
-        per_item = (time.monotonic() - self.started) / self.fresh
-        eta = per_item * max(0, self.total - self.done)
         score = record.get("score")
         shown = "error" if record.get("error") else ("–" if score is None else f"{score:g}")
+        # A replayed item's latency is rebuilt from the calls that filled the cache.
+        replayed = " replayed" if record.get("latency_source") == "replayed" else ""
         self.console.print(
             f"[{self.done}/{self.total}] {escape(record['system'])} "
-            f"item {escape(str(record['item_id']))}: "
-            f"score {shown}, {record.get('latency_s', 0):.1f}s; ETA {eta / 60:.0f} min",
+            f"item {escape(str(record['item_id']))}: score {shown}, "
+            f"{record.get('latency_s', 0):.1f}s{replayed}; "
+            f"ETA {self.eta.left(max(0, self.total - self.done))}",
             highlight=False,
         )
 

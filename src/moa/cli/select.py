@@ -21,6 +21,7 @@ from moa.cli.common import (
     reporting_errors,
     stopping_on_sigterm,
 )
+from moa.cli.eta import PacedEta
 from moa.config import load_endpoints
 from moa.errors import ConfigError
 
@@ -28,10 +29,6 @@ if TYPE_CHECKING:
     from moa.select.evaluate import Outcome
 
 __all__ = ["select_command"]
-
-
-CACHED_GAP_S = 0.2
-"""An item that follows the previous one sooner than this came from the call cache."""
 
 
 class _ItemProgress:
@@ -47,27 +44,23 @@ class _ItemProgress:
         self.bar = progress_bar(console)
         self.task_id = self.bar.add_task("", total=None)
         self.name = ""
-        self.last = time.monotonic()
-        self.paid = 0
-        self.paid_s = 0.0
+        self.eta = PacedEta()
 
     def __call__(self, name: str, done: int, total: int, outcome: Outcome) -> None:
-        now = time.monotonic()
         if name != self.name or done == 1:
-            self.name, self.paid, self.paid_s = name, 0, 0.0
+            self.name = name
+            self.eta.restart()
             self.bar.reset(self.task_id, total=total, description=escape(name))
-        elif now - self.last >= CACHED_GAP_S:
-            self.paid, self.paid_s = self.paid + 1, self.paid_s + now - self.last
-        self.last = now
+        else:
+            self.eta.arrived()
         self.bar.update(self.task_id, completed=done)
         if self.live:
             return
         score = "-" if outcome.score is None else f"{outcome.score:g}"
         score = "error" if outcome.error else score
-        eta = f"{self.paid_s / self.paid * (total - done) / 60:.0f} min" if self.paid else "?"
         self.console.print(
             f"  [{done}/{total}] {escape(name)} item {escape(outcome.item_id)}: score {score}, "
-            f"{outcome.latency_s:.1f}s; ETA {eta}",
+            f"{outcome.latency_s:.1f}s; ETA {self.eta.left(total - done)}",
             highlight=False,
         )
 
