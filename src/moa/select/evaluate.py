@@ -2,8 +2,10 @@
 
 Every answer comes from :meth:`Mixture.arun` on a (caching) registry, so a
 call that another configuration, an earlier search or ``moa eval`` already
-made is free. Latency is replayed from the cache, as if no call had been
-cached, so that configurations are compared on what they would really cost.
+made is free. Latency is timed as in ``moa eval`` (:mod:`moa.eval.timing`): a
+cached call counts the duration of the call that filled the cache and a call that
+waited for its provider's concurrency limit counts from its free slot, so that
+configurations are compared on what they would really cost.
 """
 
 from __future__ import annotations

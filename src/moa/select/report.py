@@ -185,7 +185,9 @@ def task_sections(selection: Selection, level: int = 2) -> list[str]:
         f"Scores are {unit} with a 95% interval; Δ is the paired difference to the best single "
         "model (chosen on dev), with a bootstrap 95% interval. Cost is per request, measured: "
         "model calls, tokens (prompt + completion), and the critical path in seconds (the "
-        "slowest call of each stage, replayed from the cache as if nothing had been cached).",
+        "slowest call of each stage, each call timed by its own duration: for one from the "
+        "cache, the original call's; for one that waited for its provider's concurrency "
+        "limit, from its free slot).",
         "",
     ]
     reference = selection.heldout.get(selection.best_single.name) if selection.best_single else None
