@@ -14,6 +14,7 @@ from moa.errors import ConfigError
 from moa.eval import EvalOptions, EvalRun, GenerationSettings, select_items
 from moa.eval.datasets import load_gsm8k
 from moa.eval.records import ItemLog
+from moa.eval.report import write_report
 from moa.history import HistorySettings, HistoryStore
 from moa.providers.cache import CachingRegistry, SQLiteCallStore
 from moa.testing import FunctionProvider
@@ -274,3 +275,40 @@ def test_a_programs_call_is_scored_by_what_it_printed() -> None:
         score_exact_record(record)
         assert [c["extracted"] for c in record["calls"]] == ["12", extracted]
         assert record["oracle"] is oracle  # only the program's printed 13 was right
+
+
+def test_a_run_over_part_of_a_report_adds_to_it(
+    tmp_path: Path, registry: CachingRegistry, mixture_file: Path
+) -> None:
+    out = tmp_path / "out"
+    first = _options(out, "fake:strong", baselines=False, command="moa eval all")
+    EvalRun(first, registry=registry).run()
+    part = _options(out, "fake:weak", baselines=False, indices=(1, 2), command="moa eval part")
+    EvalRun(part, registry=registry).run()
+    info = json.loads((out / "run.json").read_text())
+    assert info["items"] == 6 and info["item_ids"] == ["0", "1", "2", "3", "4", "5"]
+    assert [s["name"] for s in info["systems"]] == ["fake:strong", "fake:weak"]
+    assert info["command"] == "moa eval all"
+    assert info["more_commands"] == ["moa eval part"]
+    summary = write_report(out)
+    assert [s.name for s in summary.systems] == ["fake:strong", "fake:weak"]
+    assert summary.common_items == 2  # weak answered two items: compared on those
+    report = (out / "report.md").read_text()
+    assert "- Command: `moa eval all`" in report
+    assert "- Added to by: `moa eval part`" in report
+    # A run over everything there is becomes the command that reproduces the report.
+    whole = _options(out, "fake:strong", "fake:weak", baselines=False, command="moa eval both")
+    EvalRun(whole, registry=registry).run()
+    info = json.loads((out / "run.json").read_text())
+    assert info["command"] == "moa eval both" and "more_commands" not in info
+
+
+def test_a_different_evaluation_into_the_folder_replaces_its_run_info(
+    tmp_path: Path, registry: CachingRegistry
+) -> None:
+    out = tmp_path / "out"
+    EvalRun(_options(out, "fake:strong", baselines=False), registry=registry).run()
+    other = _options(out, "fake:weak", baselines=False, indices=(0,), prompts_dir=tmp_path)
+    EvalRun(other, registry=registry).run()
+    info = json.loads((out / "run.json").read_text())
+    assert info["item_ids"] == ["0"] and [s["name"] for s in info["systems"]] == ["fake:weak"]

@@ -120,6 +120,7 @@ def render_markdown(
         f"({summary.common_items} finished by every system so far).",
         f"- Command: `{info.get('command')}`",
     ]
+    lines += [f"- Added to by: `{command}`" for command in info.get("more_commands") or []]
     if info.get("judge"):
         lines.append(f"- Judge: `{info.get('judge')}`")
     if summary.best_single:

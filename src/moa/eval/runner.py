@@ -36,6 +36,7 @@ from moa.errors import ConfigError
 from moa.eval.datasets import EvalItem
 from moa.eval.prompts import PromptSet
 from moa.eval.records import ItemLog
+from moa.eval.run_info import merged_run_info, read_run_info
 from moa.eval.systems import (
     GenerationSettings,
     System,
@@ -347,13 +348,10 @@ class EvalRun:
 
     def _restore_self_moa(self) -> None:
         """A resumed run keeps the model its Self-MoA was chosen for (see ``run.json``)."""
-        path = self.options.out / "run.json"
-        if not self.self_moa_wanted or not path.is_file():
+        info = read_run_info(self.options.out / "run.json")
+        if not self.self_moa_wanted or info is None:
             return
-        try:
-            chosen = json.loads(path.read_text("utf-8")).get("self_moa_of")
-        except (OSError, json.JSONDecodeError):
-            return
+        chosen = info.get("self_moa_of")
         match = next((s for s in self.systems if s.single and s.model == chosen), None)
         if match is not None:
             self._self_moa_added = True
@@ -459,6 +457,7 @@ class EvalRun:
         }
         path = self.options.out / "run.json"
         path.parent.mkdir(parents=True, exist_ok=True)
+        info = merged_run_info(read_run_info(path), info)
         path.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", "utf-8")
 
     def write_report_quietly(self) -> None:
