@@ -51,6 +51,9 @@ def test_a_cache_hit_counts_the_duration_of_the_call_that_filled_the_cache() -> 
     ]
     timing = item_timing(_result(layer, _call(0.001, output="final"), 0.01), hits)
     assert (timing.latency_s, timing.ttft_s, timing.source) == (6.0, 4.5, "replayed")
+    # A resumed item: the samples came from the cache, the aggregator ran live.
+    timing = item_timing(_result(layer, _call(1.5, output="new"), 1.6), hits[:2])
+    assert (timing.latency_s, timing.source) == (4.0 + 1.5, "rebuilt")
 
 
 def _records(out: Path) -> list[dict[str, Any]]:

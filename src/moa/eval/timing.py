@@ -6,8 +6,9 @@ slot of its provider's concurrency limit while other items' calls hold them (for
 how long depends on how many items run at once, not on the system). An item whose
 calls did neither is timed by its wall time (``measured``). Otherwise its latency
 is rebuilt along the critical path from each call's own duration: the duration of
-the call that filled the cache for a hit (``replayed``), the time from its free
-slot to its end for a call that waited (``rebuilt``). The critical path is, per
+the call that filled the cache for a hit, the time from its free slot to its end
+for a call that waited. An item every call of which was a hit is ``replayed``;
+one with a live call is ``rebuilt``. The critical path is, per
 layer and per wave of it, the slowest call; then the extra calls one after another;
 then the aggregator. The engine's own work between calls is small and left out.
 """
@@ -39,12 +40,14 @@ def item_timing(result: Result, hits: Sequence[CacheHit]) -> Timing:
     if not hits and not any(call.queued_s for call in calls):
         return Timing(result.latency_s, result.ttft_s, "measured")
     pool = list(hits)
+    live: list[AgentResult] = []
 
     def own(call: AgentResult) -> tuple[float, float | None]:
         for index, hit in enumerate(pool):
             if hit.model_id == call.model and hit.text == (call.output or ""):
                 del pool[index]
                 return hit.latency_s, hit.ttft_s
+        live.append(call)
         ttft = None if call.ttft_s is None else max(call.ttft_s - call.queued_s, 0.0)
         return max(call.latency_s - call.queued_s, 0.0), ttft
 
@@ -56,4 +59,5 @@ def item_timing(result: Result, hits: Sequence[CacheHit]) -> Timing:
     before_final += sum(own(call)[0] for call in result.extra_calls)
     final_latency, final_ttft = own(result.aggregator)
     ttft = before_final + (final_ttft if final_ttft is not None else final_latency)
-    return Timing(before_final + final_latency, ttft, "replayed" if hits else "rebuilt")
+    source: LatencySource = "rebuilt" if live else "replayed"
+    return Timing(before_final + final_latency, ttft, source)

@@ -215,7 +215,8 @@ def _accounting(results: Sequence[Result], timings: Sequence[Timing]) -> dict[st
     usage = Usage.sum(r.usage for r in results)
     costs = [r.cost for r in results if r.cost is not None]
     sources = {t.source for t in timings}
-    source = next((s for s in ("replayed", "rebuilt") if s in sources), "measured")
+    # One label for all turns: "replayed" or "measured" only when every turn was.
+    source = sources.pop() if len(sources) == 1 else "rebuilt"
     return {
         "usage": usage.to_dict(),
         "cost": sum(costs) if costs else None,
