@@ -338,4 +338,5 @@ def test_plain_progress_marks_replayed_items_and_paces_the_eta_by_the_others(
     assert lines[0] == "[1/10] s item 0: score 1, 30.0s replayed; ETA ?"
     assert lines[1].endswith("30.0s replayed; ETA ?")
     assert lines[2].endswith("item 2: score 1, 30.0s; ETA 7 min")  # 60 s an item, 7 left
-    assert lines[3].endswith("ETA 9 min")  # (60 + 120) / 2 = 90 s an item, 6 left
+    # The first 60 s also held the start: from the second item on, it is left out.
+    assert lines[3].endswith("ETA 12 min")  # 120 s an item, 6 left

@@ -131,7 +131,8 @@ def test_plain_progress_paces_the_eta_by_items_that_took_time(
     lines = out.getvalue().splitlines()
     assert lines[0].endswith("ETA ?") and lines[1].endswith("ETA ?")
     assert lines[2].endswith("ETA 7 min")  # 60 s an item, 7 items left
-    assert lines[3].endswith("ETA 9 min")  # (60 + 120) / 2 = 90 s an item, 6 left
+    # The first 60 s also held the start: from the second item on, it is left out.
+    assert lines[3].endswith("ETA 12 min")  # 120 s an item, 6 left
 
 
 def test_select_over_two_tasks_writes_a_per_task_report(

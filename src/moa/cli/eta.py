@@ -3,7 +3,10 @@
 Items answered from the call cache (a resumed run, calls another system already
 made) arrive at once. Counted like the others they would make the estimate far
 too short, so an item that arrives within ``CACHED_GAP_S`` of the one before it
-is taken as free, and the pace is the mean gap before the others.
+is taken as free, and the pace is the mean gap before the others. The first such
+gap also holds the start (models loading, and with several items in flight the
+time until the first of them ends, which later ones overlap), so once a second
+item has cost time the pace leaves the first out.
 """
 
 from __future__ import annotations
@@ -24,16 +27,22 @@ class PacedEta:
         self.last = time.monotonic()
         self.paid = 0
         self.paid_s = 0.0
+        self.first_s = 0.0
 
     def arrived(self) -> None:
         """One item is done."""
         now = time.monotonic()
-        if now - self.last >= CACHED_GAP_S:
-            self.paid, self.paid_s = self.paid + 1, self.paid_s + now - self.last
+        gap = now - self.last
+        if gap >= CACHED_GAP_S:
+            if not self.paid:
+                self.first_s = gap
+            self.paid, self.paid_s = self.paid + 1, self.paid_s + gap
         self.last = now
 
     def left(self, remaining: int) -> str:
         """E.g. "12 min"; "?" until an item has cost time."""
         if not self.paid:
             return "?"
-        return f"{self.paid_s / self.paid * remaining / 60:.0f} min"
+        later = self.paid - 1
+        pace = (self.paid_s - self.first_s) / later if later else self.paid_s
+        return f"{pace * remaining / 60:.0f} min"
