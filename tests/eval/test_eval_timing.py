@@ -10,7 +10,7 @@ from eval_helpers import FIXTURES, arithmetic
 from moa.engine.result import AgentResult, LayerResult, Result
 from moa.eval import EvalOptions, EvalRun
 from moa.eval.records import ItemLog
-from moa.eval.timing import item_timing
+from moa.eval.timing import Timing, item_timing
 from moa.providers.cache import CacheHit, CachingRegistry, SQLiteCallStore
 from moa.testing import FunctionProvider
 
@@ -54,6 +54,20 @@ def test_a_cache_hit_counts_the_duration_of_the_call_that_filled_the_cache() -> 
     # A resumed item: the samples came from the cache, the aggregator ran live.
     timing = item_timing(_result(layer, _call(1.5, output="new"), 1.6), hits[:2])
     assert (timing.latency_s, timing.source) == (4.0 + 1.5, "rebuilt")
+
+
+def test_a_multi_turn_item_is_replayed_or_measured_only_when_every_turn_was() -> None:
+    from moa.eval.worker import _accounting
+
+    def source(*sources: str) -> str:
+        results = [_result(LayerResult(1, (_call(1.0),)), _call(1.0), 2.0) for _ in sources]
+        timings = [Timing(2.0, 1.5, s) for s in sources]  # type: ignore[arg-type]
+        return str(_accounting(results, timings)["latency_source"])
+
+    assert source("replayed", "replayed") == "replayed"
+    assert source("measured", "measured") == "measured"
+    assert source("replayed", "measured") == "rebuilt"  # turn 2 was asked live
+    assert source("measured", "rebuilt") == "rebuilt"
 
 
 def _records(out: Path) -> list[dict[str, Any]]:
