@@ -23,7 +23,7 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
 DATA = str(FIXTURES / "gsm8k_mini.jsonl")
-TIMING = frozenset({"finished_at", "latency_s", "ttft_s", "wall_s", "queued_s"})
+TIMING = frozenset({"finished_at", "latency_s", "ttft_s", "wall_s", "queued_s", "cached_latency_s"})
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from eval_helpers import FIXTURES, arithmetic
 
 from moa.engine.result import AgentResult, LayerResult, Result
@@ -51,9 +52,11 @@ def test_a_cache_hit_counts_the_duration_of_the_call_that_filled_the_cache() -> 
     ]
     timing = item_timing(_result(layer, _call(0.001, output="final"), 0.01), hits)
     assert (timing.latency_s, timing.ttft_s, timing.source) == (6.0, 4.5, "replayed")
+    assert timing.cached_latency_s == (1.0, 4.0, 2.0)  # per call, in the result's order
     # A resumed item: the samples came from the cache, the aggregator ran live.
     timing = item_timing(_result(layer, _call(1.5, output="new"), 1.6), hits[:2])
     assert (timing.latency_s, timing.source) == (4.0 + 1.5, "rebuilt")
+    assert timing.cached_latency_s == (1.0, 4.0, None)
 
 
 def test_a_multi_turn_item_is_replayed_or_measured_only_when_every_turn_was() -> None:
@@ -102,6 +105,12 @@ def test_a_live_run_and_its_replay_report_the_same_latency(
     replay = run(tmp_path / "replay")
     assert len(slow.calls) == 18  # every call came from the cache
     assert {r["latency_source"] for r in replay} == {"replayed"}
+    assert not any("cached_latency_s" in call for r in live for call in r["calls"])
+    # Each replayed call names the duration of the call that filled the cache.
+    for before, after in zip(live, replay, strict=True):
+        filled = [c["latency_s"] - c.get("queued_s", 0.0) for c in before["calls"]]
+        cached = [c["cached_latency_s"] for c in after["calls"]]
+        assert cached == pytest.approx(filled, abs=0.01)
     total_live = sum(r["latency_s"] for r in live)
     total_replay = sum(r["latency_s"] for r in replay)
     assert abs(total_live - total_replay) <= 0.2 * total_live

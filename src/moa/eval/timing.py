@@ -32,6 +32,9 @@ class Timing:
     latency_s: float
     ttft_s: float | None
     source: LatencySource
+    cached_latency_s: tuple[float | None, ...] = ()
+    """Per call, in the order of ``Result.calls()``: for a cache hit the duration of the
+    call that filled the cache, ``None`` for a live call (empty: no call was a hit)."""
 
 
 def item_timing(result: Result, hits: Sequence[CacheHit]) -> Timing:
@@ -41,11 +44,13 @@ def item_timing(result: Result, hits: Sequence[CacheHit]) -> Timing:
         return Timing(result.latency_s, result.ttft_s, "measured")
     pool = list(hits)
     live: list[AgentResult] = []
+    replayed: dict[int, float] = {}
 
     def own(call: AgentResult) -> tuple[float, float | None]:
         for index, hit in enumerate(pool):
             if hit.model_id == call.model and hit.text == (call.output or ""):
                 del pool[index]
+                replayed[id(call)] = hit.latency_s
                 return hit.latency_s, hit.ttft_s
         live.append(call)
         ttft = None if call.ttft_s is None else max(call.ttft_s - call.queued_s, 0.0)
@@ -60,4 +65,5 @@ def item_timing(result: Result, hits: Sequence[CacheHit]) -> Timing:
     final_latency, final_ttft = own(result.aggregator)
     ttft = before_final + (final_ttft if final_ttft is not None else final_latency)
     source: LatencySource = "rebuilt" if live else "replayed"
-    return Timing(before_final + final_latency, ttft, source)
+    cached = tuple(replayed.get(id(call)) for call in calls) if replayed else ()
+    return Timing(before_final + final_latency, ttft, source, cached)

@@ -126,7 +126,9 @@ class EvalWorker:
         record["outputs"] = [r.output for r in results]
         record["output"] = results[-1].output if results else None
         record.update(_accounting(results, timings))
-        record["calls"] = [c for turn, r in enumerate(results) for c in _call_records(r, turn)]
+        record["calls"] = [
+            c for turn, r in enumerate(results) for c in _call_records(r, turn, timings[turn])
+        ]
         if run_ids:
             record["history_ids"] = run_ids  # moa logs show ID
         if "error" not in record:
@@ -227,7 +229,9 @@ def _accounting(results: Sequence[Result], timings: Sequence[Timing]) -> dict[st
     }
 
 
-def _call_records(result: Result, turn: int) -> list[dict[str, Any]]:
+def _call_records(result: Result, turn: int, timing: Timing) -> list[dict[str, Any]]:
+    """Each call of one turn; a cache hit also has the duration of the call that filled it."""
+    cached = timing.cached_latency_s or (None,) * len(list(result.calls()))
     return [
         {
             "turn": turn,
@@ -242,6 +246,7 @@ def _call_records(result: Result, turn: int) -> list[dict[str, Any]]:
             **({"queued_s": round(call.queued_s, 4)} if call.queued_s else {}),
             "finish_reason": call.finish_reason,
             **({} if call.computed is None else {"computed": call.computed}),
+            **({} if hit is None else {"cached_latency_s": round(hit, 4)}),
         }
-        for call in result.calls()
+        for call, hit in zip(result.calls(), cached, strict=True)
     ]
