@@ -31,6 +31,7 @@ def test_an_item_no_call_of_which_waited_keeps_its_wall_time() -> None:
     result = _result(LayerResult(1, (_call(1.0), _call(2.0))), _call(1.0), 3.2)
     timing = item_timing(result, [])
     assert (timing.latency_s, timing.ttft_s, timing.source) == (3.2, 2.7, "measured")
+    assert timing.cached_latency_s == (None, None, None)  # two proposers, the aggregator
 
 
 def test_waiting_for_a_free_slot_is_left_out_and_waves_follow_each_other() -> None:

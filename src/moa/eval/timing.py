@@ -34,16 +34,15 @@ class Timing:
     source: LatencySource
     cached_latency_s: tuple[float | None, ...] = ()
     """Per call, in the order of ``Result.calls()``: for a cache hit the duration of the
-    call that filled the cache, ``None`` for a live call (empty: no call was a hit)."""
+    call that filled the cache, ``None`` for a live call."""
 
 
 def item_timing(result: Result, hits: Sequence[CacheHit]) -> Timing:
     """The latency and time to first token of ``result``, as if no call had waited."""
     calls = list(result.calls())
     if not hits and not any(call.queued_s for call in calls):
-        return Timing(result.latency_s, result.ttft_s, "measured")
+        return Timing(result.latency_s, result.ttft_s, "measured", (None,) * len(calls))
     pool = list(hits)
-    live: list[AgentResult] = []
     replayed: dict[int, float] = {}
 
     def own(call: AgentResult) -> tuple[float, float | None]:
@@ -52,7 +51,6 @@ def item_timing(result: Result, hits: Sequence[CacheHit]) -> Timing:
                 del pool[index]
                 replayed[id(call)] = hit.latency_s
                 return hit.latency_s, hit.ttft_s
-        live.append(call)
         ttft = None if call.ttft_s is None else max(call.ttft_s - call.queued_s, 0.0)
         return max(call.latency_s - call.queued_s, 0.0), ttft
 
@@ -64,6 +62,6 @@ def item_timing(result: Result, hits: Sequence[CacheHit]) -> Timing:
     before_final += sum(own(call)[0] for call in result.extra_calls)
     final_latency, final_ttft = own(result.aggregator)
     ttft = before_final + (final_ttft if final_ttft is not None else final_latency)
-    source: LatencySource = "rebuilt" if live else "replayed"
-    cached = tuple(replayed.get(id(call)) for call in calls) if replayed else ()
+    cached = tuple(replayed.get(id(call)) for call in calls)
+    source: LatencySource = "replayed" if None not in cached else "rebuilt"
     return Timing(before_final + final_latency, ttft, source, cached)

@@ -231,7 +231,6 @@ def _accounting(results: Sequence[Result], timings: Sequence[Timing]) -> dict[st
 
 def _call_records(result: Result, turn: int, timing: Timing) -> list[dict[str, Any]]:
     """Each call of one turn; a cache hit also has the duration of the call that filled it."""
-    cached = timing.cached_latency_s or (None,) * len(list(result.calls()))
     return [
         {
             "turn": turn,
@@ -248,5 +247,5 @@ def _call_records(result: Result, turn: int, timing: Timing) -> list[dict[str, A
             **({} if call.computed is None else {"computed": call.computed}),
             **({} if hit is None else {"cached_latency_s": round(hit, 4)}),
         }
-        for call, hit in zip(result.calls(), cached, strict=True)
+        for call, hit in zip(result.calls(), timing.cached_latency_s, strict=True)
     ]
